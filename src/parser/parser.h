@@ -1,0 +1,23 @@
+// The parser's entry points: text in, AST out, and BuildKit's dump format.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "parser/ast.h"
+
+namespace kiln::parser {
+
+/// Parses the text of a Dockerfile. `filename` only labels error messages, which
+/// always read `<filename>:<line>:<column>: <what is wrong>`. Accepts everything
+/// BuildKit's `dockerfile:1` parser accepts (directives, continuations, CRLF,
+/// a BOM, heredocs, JSON and shell forms, ONBUILD nesting); unknown keywords are
+/// kept here and rejected by the typed layer. Pure, thread-safe, never throws.
+Result<Dockerfile> parse(std::string_view text, std::string_view filename = "Dockerfile");
+
+/// Prints the AST exactly as BuildKit's `Node.Dump()` does, one `(...)` line per
+/// instruction, ending in a newline: the format of the conformance `result` files.
+std::string dump(const Dockerfile& dockerfile);
+
+}  // namespace kiln::parser
