@@ -3,6 +3,8 @@
 // buildkit-parser/README.md for the rules this reproduces.
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "parser/parser.h"
 #include "parser/text.h"
 
@@ -116,6 +118,51 @@ std::string dump(const Dockerfile& dockerfile) {
     out += ")\n";
   }
   return out;
+}
+
+namespace {
+
+std::string position_text(SourcePosition p) { return std::to_string(p.line) + ":" + std::to_string(p.column); }
+
+nlohmann::ordered_json node_json(const Node& node) {
+  nlohmann::ordered_json j;
+  j["keyword"] = node.keyword;
+  j["range"] = position_text(node.range.start) + "-" + position_text(node.range.end);
+  if (!node.flags.empty()) {
+    auto& flags = j["flags"] = nlohmann::ordered_json::array();
+    for (std::size_t i = 0; i < node.flags.size(); ++i) {
+      flags.push_back({{"flag", node.flags[i]}, {"at", position_text(node.flag_positions[i])}});
+    }
+  }
+  j["args"] = node.args;
+  if (node.json_form) j["json_form"] = true;
+  if (node.trigger) j["trigger"] = node_json(*node.trigger);
+  for (const Heredoc& h : node.heredocs) {
+    j["heredocs"].push_back({{"name", h.name},
+                             {"content", h.content},
+                             {"expand", h.expand},
+                             {"chomp", h.chomp},
+                             {"fd", h.file_descriptor}});
+  }
+  if (!node.comments.empty()) j["comments"] = node.comments;
+  return j;
+}
+
+}  // namespace
+
+std::string to_json(const Dockerfile& dockerfile) {
+  nlohmann::ordered_json j;
+  j["escape"] = std::string(1, dockerfile.escape);
+  for (const Directive& d : dockerfile.directives) {
+    j["directives"].push_back({{"name", d.name}, {"value", d.value}, {"line", d.line}});
+  }
+  auto& instructions = j["instructions"] = nlohmann::ordered_json::array();
+  for (const Node& node : dockerfile.instructions) instructions.push_back(node_json(node));
+  for (const Warning& w : dockerfile.warnings) {
+    j["warnings"].push_back({{"message", w.message}, {"at", position_text(w.position)}});
+  }
+  // Invalid UTF-8 is shown as U+FFFD rather than failing the whole dump.
+  return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace kiln::parser

@@ -20,4 +20,9 @@ Result<Dockerfile> parse(std::string_view text, std::string_view filename = "Doc
 /// instruction, ending in a newline: the format of the conformance `result` files.
 std::string dump(const Dockerfile& dockerfile);
 
+/// The whole AST as indented JSON: what dump() leaves out too (heredoc bodies,
+/// positions, the JSON-form attribute, directives, warnings). For golden tests
+/// and for looking at what the parser saw (`kiln parse --json`).
+std::string to_json(const Dockerfile& dockerfile);
+
 }  // namespace kiln::parser

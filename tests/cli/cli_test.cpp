@@ -1,0 +1,80 @@
+// The kiln binary as a user runs it: exit statuses, messages, subcommands.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+namespace {
+
+struct Outcome {
+  std::string output;  // stdout and stderr together
+  int status;
+};
+
+Outcome kiln(const std::string& args) {
+  const std::string command = std::string(KILN_BINARY) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buffer;
+  std::size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const auto path = std::filesystem::temp_directory_path() / ("kiln-cli-test-" + name);
+  std::ofstream(path, std::ios::binary) << text;
+  return path.string();
+}
+
+TEST(Cli, VersionPrintsTheProjectVersion) {
+  const auto r = kiln("--version");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.output, std::string("kiln ") + KILN_VERSION + "\n");
+}
+
+TEST(Cli, HelpListsTheSubcommands) {
+  const auto r = kiln("--help");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.output.find("parse"), std::string::npos) << r.output;
+}
+
+TEST(Cli, NoSubcommandIsAUsageError) {
+  const auto r = kiln("");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("subcommand"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ParseReportsErrorsWithFileLineAndColumn) {
+  const auto file = write_temp("bad", "FROM scratch\nCOPY --frm=build /a /b\n");
+  const auto r = kiln("parse " + file);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find(file + ":2:6: unknown flag: --frm"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ParseOfAMissingFileSaysSo) {
+  const auto r = kiln("parse /nonexistent/Dockerfile");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.output, "kiln: error: cannot read /nonexistent/Dockerfile: No such file or directory\n");
+}
+
+TEST(Cli, ParseSummarisesStages) {
+  const auto file = write_temp("good", "ARG V=1\nFROM busybox AS build\nRUN echo hi\nFROM scratch\nCOPY --from=build /a /a\n");
+  const auto r = kiln("parse " + file);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("2 stages"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("build"), std::string::npos) << r.output;
+}
+
+TEST(Cli, DumpAndJsonOutputsDiffer) {
+  const auto file = write_temp("forms", "FROM scratch\nRUN <<EOF\necho hi\nEOF\n");
+  const auto dump = kiln("parse --dump " + file);
+  EXPECT_EQ(dump.output, "(from \"scratch\")\n(run \"<<EOF\")\n");
+  const auto json = kiln("parse --json " + file);
+  EXPECT_NE(json.output.find("\"content\": \"echo hi\\n\""), std::string::npos) << json.output;
+}
+
+}  // namespace
