@@ -86,9 +86,27 @@ struct not_after_escape {
 template <char E>
 struct continuation : peg::seq<not_after_escape<E>, peg::one<E>, peg::star<peg::one<' ', '\t'>>, line_end> {};
 
-// The text of one physical line up to its continuation mark or its end.
+// The text of one physical line up to its continuation mark or its end. What
+// counts as the mark depends on how the line ends, so this rule finds the end
+// first (one memchr) and looks back from it, instead of testing every byte.
 template <char E>
-struct piece : peg::star<peg::not_at<continuation<E>>, peg::not_at<line_end>, peg::any> {};
+struct piece {
+  template <typename ParseInput>
+  static bool match(ParseInput& in) {
+    const char* begin = in.current();
+    const void* newline = std::memchr(begin, '\n', in.size());
+    const char* end = newline ? static_cast<const char*>(newline) : in.end();
+    while (end > begin && end[-1] == '\r') --end;  // line_end takes trailing CRs
+    const char* mark = end;
+    while (mark > begin && (mark[-1] == ' ' || mark[-1] == '\t')) --mark;
+    if (mark > begin && mark[-1] == E) {
+      const char* escape = mark - 1;
+      if (escape == in.begin() || escape[-1] != E) end = escape;  // not_after_escape
+    }
+    in.bump(static_cast<std::size_t>(end - begin));
+    return true;
+  }
+};
 
 struct blank_line : peg::seq<peg::not_at<peg::eof>, line_space, line_end> {};
 struct comment_line : peg::seq<line_space, peg::one<'#'>, peg::until<line_end>> {};
