@@ -8,6 +8,7 @@
 // A wildcard pattern is matched by a small NFA over its elements, simulated on
 // a bit set of states: O(path length x pattern length), never backtracking.
 #include "parser/dockerignore.h"
+#include "parser/text.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -19,53 +20,13 @@ namespace {
 
 // ---- UTF-8 and Go's string helpers --------------------------------------------
 
-// One decoded code point; `size` bytes of input. Invalid input decodes as
-// U+FFFD with size 1 and valid == false, exactly like Go's utf8.DecodeRune
+// Invalid UTF-8 decodes as U+FFFD with size 1, as Go's utf8.DecodeRune does
 // (which is also what Go's regexp and text/scanner use).
-struct Rune {
-  char32_t value;
-  std::size_t size;
-  bool valid;
-};
-
+using text::Rune;
+using text::trim_space;
 constexpr char32_t kRuneError = 0xFFFD;
 
-Rune decode_rune(std::string_view s, std::size_t pos) {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[pos + i]); };
-  const std::size_t avail = s.size() - pos;
-  const unsigned char b0 = byte(0);
-  if (b0 < 0x80) return {b0, 1, true};
-  const Rune bad{kRuneError, 1, false};
-  std::size_t len;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  char32_t value;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    len = 2;
-    value = b0 & 0x1F;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    len = 3;
-    value = b0 & 0x0F;
-    if (b0 == 0xE0) lo = 0xA0;       // no overlong forms
-    if (b0 == 0xED) hi = 0x9F;       // no surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    len = 4;
-    value = b0 & 0x07;
-    if (b0 == 0xF0) lo = 0x90;       // no overlong forms
-    if (b0 == 0xF4) hi = 0x8F;       // nothing above U+10FFFF
-  } else {
-    return bad;
-  }
-  if (avail < len) return bad;
-  const unsigned char b1 = byte(1);
-  if (b1 < lo || b1 > hi) return bad;
-  value = (value << 6) | (b1 & 0x3F);
-  for (std::size_t i = 2; i < len; ++i) {
-    const unsigned char b = byte(i);
-    if (b < 0x80 || b > 0xBF) return bad;
-    value = (value << 6) | (b & 0x3F);
-  }
-  return {value, len, true};
-}
+Rune decode_rune(std::string_view s, std::size_t pos) { return text::decode_rune(s.substr(pos)); }
 
 void append_utf8(std::string& out, char32_t c) {
   if (c < 0x80) {
@@ -83,47 +44,6 @@ void append_utf8(std::string& out, char32_t c) {
     out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
     out += static_cast<char>(0x80 | (c & 0x3F));
   }
-}
-
-// The UTF-8 encodings of the code points Go's unicode.IsSpace accepts.
-constexpr std::string_view kSpaces[] = {
-    " ",  "\t", "\n", "\v", "\f", "\r",
-    "\xC2\x85",      // U+0085 NEL
-    "\xC2\xA0",      // U+00A0 NBSP
-    "\xE1\x9A\x80",  // U+1680
-    "\xE2\x80\x80", "\xE2\x80\x81", "\xE2\x80\x82", "\xE2\x80\x83", "\xE2\x80\x84",
-    "\xE2\x80\x85", "\xE2\x80\x86", "\xE2\x80\x87", "\xE2\x80\x88", "\xE2\x80\x89",
-    "\xE2\x80\x8A",  // U+2000..U+200A
-    "\xE2\x80\xA8", "\xE2\x80\xA9",  // U+2028, U+2029
-    "\xE2\x80\xAF",                  // U+202F
-    "\xE2\x81\x9F",                  // U+205F
-    "\xE3\x80\x80",                  // U+3000
-};
-
-// Go's strings.TrimSpace. A valid encoding at either end decodes (forwards or
-// backwards) as that code point, so comparing bytes is the same as decoding.
-std::string_view trim_space(std::string_view s) {
-  for (bool again = true; again && !s.empty();) {
-    again = false;
-    for (std::string_view sp : kSpaces) {
-      if (s.starts_with(sp)) {
-        s.remove_prefix(sp.size());
-        again = true;
-        break;
-      }
-    }
-  }
-  for (bool again = true; again && !s.empty();) {
-    again = false;
-    for (std::string_view sp : kSpaces) {
-      if (s.ends_with(sp)) {
-        s.remove_suffix(sp.size());
-        again = true;
-        break;
-      }
-    }
-  }
-  return s;
 }
 
 // Go's path.Clean (filepath.Clean on Unix): collapse `//`, drop `.` elements,
