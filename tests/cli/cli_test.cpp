@@ -1,27 +1,15 @@
 // The kiln binary as a user runs it: exit statuses, messages, subcommands.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "support.h"
+
 namespace {
 
-struct Outcome {
-  std::string output;  // stdout and stderr together
-  int status;
-};
-
-Outcome kiln(const std::string& args) {
-  const std::string command = std::string(KILN_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buffer;
-  std::size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+kiln::testing::CommandOutcome kiln(const std::string& args) {
+  return kiln::testing::run_command(std::string(KILN_BINARY) + " " + args + " 2>&1");
 }
 
 std::string write_temp(const std::string& name, const std::string& text) {

@@ -4,28 +4,20 @@
 // must give BuildKit's ranges. Run through the library and through the binary.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "parser/parser.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using kiln::parser::dump;
 using kiln::parser::parse;
+using kiln::testing::read_file;
+using kiln::testing::run_command;
 
 namespace {
 
 const fs::path kCases = fs::path(KILN_TESTDATA_DIR) / "conformance" / "buildkit-parser";
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::vector<fs::path> case_dirs(const fs::path& root, bool with_result) {
   std::vector<fs::path> dirs;
@@ -37,17 +29,6 @@ std::vector<fs::path> case_dirs(const fs::path& root, bool with_result) {
   }
   std::sort(dirs.begin(), dirs.end());
   return dirs;
-}
-
-// Runs a command, returning its stdout and exit status.
-std::pair<std::string, int> run(const std::string& command) {
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buffer;
-  std::size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
 }
 
 TEST(BuildkitParserConformance, EveryPositiveCaseDumpsAsResult) {
@@ -98,14 +79,14 @@ TEST(BuildkitParserConformance, LineNumbersMatchBuildkit) {
 TEST(BuildkitParserConformance, CliDumpsEveryCase) {
   for (const auto& dir : case_dirs(kCases, true)) {
     SCOPED_TRACE(dir.filename().string());
-    const auto [out, status] = run(std::string(KILN_BINARY) + " parse --dump '" + (dir / "Dockerfile").string() + "'");
+    const auto [out, status] = run_command(std::string(KILN_BINARY) + " parse --dump '" + (dir / "Dockerfile").string() + "'");
     EXPECT_EQ(status, 0);
     EXPECT_EQ(out, read_file(dir / "result"));
   }
   for (const auto& dir : case_dirs(kCases / "negative", false)) {
     SCOPED_TRACE(dir.filename().string());
     const auto [out, status] =
-        run(std::string(KILN_BINARY) + " parse --dump '" + (dir / "Dockerfile").string() + "' 2>/dev/null");
+        run_command(std::string(KILN_BINARY) + " parse --dump '" + (dir / "Dockerfile").string() + "' 2>/dev/null");
     EXPECT_EQ(status, 1);
     EXPECT_EQ(out, "");
   }

@@ -8,25 +8,18 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "parser/instructions.h"
 #include "parser/parser.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 namespace parser = kiln::parser;
+using kiln::testing::read_file;
 
 namespace {
 
 const fs::path kCases = fs::path(KILN_TESTDATA_DIR) / "dockerfiles";
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string strip_final_newline(std::string s) {
   if (!s.empty() && s.back() == '\n') s.pop_back();

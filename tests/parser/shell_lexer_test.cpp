@@ -2,6 +2,7 @@
 // (testdata/conformance/buildkit-shell, read exactly as lex_test.go reads them)
 // and the expectations of lex_test.go's table tests.
 #include "parser/shell_lexer.h"
+#include "support.h"
 
 #include <gtest/gtest.h>
 
@@ -26,11 +27,9 @@ EnvLookup lookup_in(const Env& env) {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  EXPECT_TRUE(f.good()) << "cannot open " << path;
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
+  std::string text = kiln::testing::read_file(path);
+  EXPECT_FALSE(text.empty()) << "cannot read " << path;
+  return text;
 }
 
 // Lines as Go's bufio.Scanner (ScanLines) yields them: split on '\n', one
