@@ -37,9 +37,19 @@ struct Heredoc {
   bool chomp = false;   // `<<-`: leading tabs of body lines are to be stripped
 };
 
+/// The instructions of the Dockerfile language; `unknown` for any other word.
+enum class Keyword {
+  add, arg, cmd, copy, entrypoint, env, expose, from, healthcheck, label,
+  maintainer, onbuild, run, shell, stopsignal, user, volume, workdir, unknown
+};
+
+/// Case-insensitive: `Run` and `RUN` are Keyword::run.
+Keyword keyword_from(std::string_view word);
+
 /// One instruction, as the parser split it. Immutable once parse() returns.
 struct Node {
   std::string keyword;  // as written: `RUN`, `run` and `Run` all stay as they are
+  Keyword kind = Keyword::unknown;  // what `keyword` names
   std::vector<std::string> flags;  // leading `--words`, quotes and escapes removed
   std::vector<SourcePosition> flag_positions;  // where each flag starts; same size as flags
   // The arguments, split the way BuildKit splits this keyword (see dump.h):

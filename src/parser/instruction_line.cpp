@@ -46,17 +46,17 @@ struct space_byte : peg::one<' ', '\t', '\n', '\v', '\f', '\r', '\x85', '\xA0'> 
 
 template <char E> struct flag_escaped : peg::seq<peg::one<E>, peg::any> {};
 template <char E> struct flag_final_escape : peg::seq<peg::one<E>, peg::eof> {};
-struct flag_quoted_byte : peg::any {};
+template <char E, char Q> struct flag_quoted_run : peg::plus<peg::not_one<Q, E>> {};
 template <char E, char Q>
 struct flag_quoted : peg::seq<peg::one<Q>,
-                              peg::star<peg::sor<flag_escaped<E>, flag_final_escape<E>,
-                                                 peg::seq<peg::not_at<peg::one<Q>>, flag_quoted_byte>>>,
+                              peg::star<peg::sor<flag_escaped<E>, flag_final_escape<E>, flag_quoted_run<E, Q>>>,
                               peg::opt<peg::one<Q>>> {};
-struct flag_plain_byte : peg::not_one<' ', '\t', '\n', '\v', '\f', '\r', '\x85', '\xA0'> {};
+template <char E>
+struct flag_plain_run : peg::plus<peg::not_one<' ', '\t', '\n', '\v', '\f', '\r', '\x85', '\xA0', '"', '\'', E>> {};
 template <char E>
 struct flag_word : peg::seq<peg::at<peg::one<'-'>, peg::one<'-'>>,
                             peg::plus<peg::sor<flag_quoted<E, '"'>, flag_quoted<E, '\''>, flag_escaped<E>,
-                                               flag_final_escape<E>, flag_plain_byte>>> {};
+                                               flag_final_escape<E>, flag_plain_run<E>>>> {};
 
 struct FlagState {
   std::string word;               // the flag being read, unquoted
@@ -81,13 +81,13 @@ template <char E>
 struct flag_action<flag_escaped<E>> {
   template <typename In> static void apply(const In& in, FlagState& s) { s.word += in.begin()[1]; }
 };
-template <>
-struct flag_action<flag_quoted_byte> {
-  template <typename In> static void apply(const In& in, FlagState& s) { s.word += in.begin()[0]; }
+template <char E, char Q>
+struct flag_action<flag_quoted_run<E, Q>> {
+  template <typename In> static void apply(const In& in, FlagState& s) { s.word += in.string_view(); }
 };
-template <>
-struct flag_action<flag_plain_byte> {
-  template <typename In> static void apply(const In& in, FlagState& s) { s.word += in.begin()[0]; }
+template <char E>
+struct flag_action<flag_plain_run<E>> {
+  template <typename In> static void apply(const In& in, FlagState& s) { s.word += in.string_view(); }
 };
 template <char E>
 struct flag_action<flag_word<E>> {
@@ -271,6 +271,7 @@ Node split(std::string_view line, std::size_t line_offset, const LineMap& map, c
   std::size_t keyword_end = 0;
   while (keyword_end < trimmed.size() && !text::is_split_space(trimmed[keyword_end])) ++keyword_end;
   node.keyword = std::string(trimmed.substr(0, keyword_end));
+  node.kind = keyword_from(node.keyword);
   std::size_t args_start = keyword_end;
   while (args_start < trimmed.size() && text::is_split_space(trimmed[args_start])) ++args_start;
   std::string_view rest;
@@ -288,30 +289,51 @@ Node split(std::string_view line, std::size_t line_offset, const LineMap& map, c
     rest = text::trim_space(after_keyword.substr(static_cast<std::size_t>(in.current() - after_keyword.data())));
   }
 
-  const std::string keyword = node.lowercase_keyword();
-  if (keyword == "run" || keyword == "cmd" || keyword == "entrypoint" || keyword == "shell") {
-    parse_maybe_json(rest, node);
-  } else if (keyword == "add" || keyword == "copy" || keyword == "volume") {
-    parse_maybe_json_to_list(rest, node);
-  } else if (keyword == "from" || keyword == "expose") {
-    node.args = split_on_whitespace(rest);
-  } else if (keyword == "maintainer" || keyword == "stopsignal" || keyword == "user" || keyword == "workdir") {
-    if (!rest.empty()) node.args.assign(1, std::string(rest));
-  } else if (keyword == "env" || keyword == "label") {
-    parse_name_value(rest, node, escape, keyword == "env" ? "ENV" : "LABEL");
-  } else if (keyword == "arg") {
-    node.args = split_words(rest, escape);
-  } else if (keyword == "healthcheck") {
-    parse_healthcheck(rest, node);
-  } else if (keyword == "onbuild") {
-    if (!rest.empty()) {
-      const std::size_t rest_offset = line_offset + static_cast<std::size_t>(rest.data() - line.data());
-      node.trigger = std::make_shared<const Node>(split(rest, rest_offset, map, escape, depth + 1));
-    }
-  } else {
-    // Unknown keywords keep one empty argument, as BuildKit's parseIgnore does;
-    // the typed layer rejects them with a suggestion.
-    node.args.assign(1, std::string());
+  switch (node.kind) {
+    case Keyword::run:
+    case Keyword::cmd:
+    case Keyword::entrypoint:
+    case Keyword::shell:
+      parse_maybe_json(rest, node);
+      break;
+    case Keyword::add:
+    case Keyword::copy:
+    case Keyword::volume:
+      parse_maybe_json_to_list(rest, node);
+      break;
+    case Keyword::from:
+    case Keyword::expose:
+      node.args = split_on_whitespace(rest);
+      break;
+    case Keyword::maintainer:
+    case Keyword::stopsignal:
+    case Keyword::user:
+    case Keyword::workdir:
+      if (!rest.empty()) node.args.assign(1, std::string(rest));
+      break;
+    case Keyword::env:
+      parse_name_value(rest, node, escape, "ENV");
+      break;
+    case Keyword::label:
+      parse_name_value(rest, node, escape, "LABEL");
+      break;
+    case Keyword::arg:
+      node.args = split_words(rest, escape);
+      break;
+    case Keyword::healthcheck:
+      parse_healthcheck(rest, node);
+      break;
+    case Keyword::onbuild:
+      if (!rest.empty()) {
+        const std::size_t rest_offset = line_offset + static_cast<std::size_t>(rest.data() - line.data());
+        node.trigger = std::make_shared<const Node>(split(rest, rest_offset, map, escape, depth + 1));
+      }
+      break;
+    case Keyword::unknown:
+      // Unknown keywords keep one empty argument, as BuildKit's parseIgnore does;
+      // the typed layer rejects them with a suggestion.
+      node.args.assign(1, std::string());
+      break;
   }
   return node;
 }
@@ -342,8 +364,7 @@ template <> struct marker_action<heredoc_word> {
 };
 
 bool may_have_heredocs(const Node& node) {
-  const std::string keyword = node.lowercase_keyword();
-  return !node.json_form && (keyword == "run" || keyword == "copy" || keyword == "add");
+  return !node.json_form && (node.kind == Keyword::run || node.kind == Keyword::copy || node.kind == Keyword::add);
 }
 
 std::size_t count_quotes(std::string_view s) {
