@@ -1,0 +1,337 @@
+#include "cache/compression.h"
+
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/log.h"
+
+namespace kiln::cache {
+namespace {
+
+// Changing any of these changes the bytes of every gzip layer kiln writes (and so
+// their digests and every cache hit that depends on them): do it on purpose only.
+constexpr int kGzipLevel = 6;                       // zlib's default; what gzip and pigz use
+constexpr std::size_t kGzipChunkSize = 1u << 20;    // input bytes deflated per job
+constexpr std::size_t kGzipDictionarySize = 32u << 10;  // deflate's whole window
+constexpr int kZstdLevel = 3;                       // zstd's default
+
+class PassThroughSink final : public Sink {
+ public:
+  explicit PassThroughSink(Sink& next) : next_(next) {}
+  Result<void> write(const void* data, std::size_t size) override { return next_.write(data, size); }
+  Result<void> finish() override { return next_.finish(); }
+
+ private:
+  Sink& next_;
+};
+
+// One slice of the input and, once a worker is done with it, its raw deflate output.
+struct GzipChunk {
+  std::vector<unsigned char> input;
+  std::vector<unsigned char> dictionary;  // the 32 KiB of input before this chunk; empty for the first
+  bool last = false;                      // ends the deflate stream (Z_FINISH) instead of a sync flush
+  // Results, valid once `done` (guarded by the sink's mutex):
+  bool done = false;
+  std::vector<unsigned char> output;
+  uLong crc = 0;
+  std::uint64_t input_size = 0;
+  std::string error;  // empty on success
+};
+
+// Deflates one chunk as a piece of a single raw deflate stream: primed with the previous
+// chunk's tail so matches can reach back across the boundary, and ended byte-aligned
+// (sync flush) so the pieces concatenate.
+void deflate_chunk(GzipChunk& chunk) {
+  chunk.input_size = chunk.input.size();
+  chunk.crc = crc32(crc32(0L, Z_NULL, 0), chunk.input.data(), static_cast<uInt>(chunk.input.size()));
+  z_stream stream{};
+  if (deflateInit2(&stream, kGzipLevel, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    chunk.error = "deflateInit2 failed";
+    return;
+  }
+  if (!chunk.dictionary.empty() &&
+      deflateSetDictionary(&stream, chunk.dictionary.data(), static_cast<uInt>(chunk.dictionary.size())) != Z_OK) {
+    deflateEnd(&stream);
+    chunk.error = "deflateSetDictionary failed";
+    return;
+  }
+  // The bound covers the data; the sync flush marker and final block need a few bytes more.
+  chunk.output.resize(deflateBound(&stream, static_cast<uLong>(chunk.input.size())) + 64);
+  stream.next_in = chunk.input.data();
+  stream.avail_in = static_cast<uInt>(chunk.input.size());
+  stream.next_out = chunk.output.data();
+  stream.avail_out = static_cast<uInt>(chunk.output.size());
+  const int flush = chunk.last ? Z_FINISH : Z_SYNC_FLUSH;
+  for (;;) {
+    if (stream.avail_out == 0) {
+      const std::size_t used = chunk.output.size();
+      chunk.output.resize(used * 2);
+      stream.next_out = chunk.output.data() + used;
+      stream.avail_out = static_cast<uInt>(chunk.output.size() - used);
+    }
+    const int status = deflate(&stream, flush);
+    if (status == Z_STREAM_ERROR) {
+      chunk.error = "deflate failed";
+      break;
+    }
+    if (chunk.last ? status == Z_STREAM_END : (stream.avail_in == 0 && stream.avail_out != 0)) break;
+  }
+  chunk.output.resize(stream.total_out);
+  deflateEnd(&stream);
+  chunk.input = {};
+  chunk.dictionary = {};
+}
+
+void put_le32(unsigned char* out, std::uint32_t value) {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<unsigned char>(value >> (8 * i));
+}
+
+// Parallel gzip, pigz-style (see compression.h). The producer fills 1 MiB chunks, workers
+// deflate them, and the producer writes finished chunks downstream strictly in order.
+// At most a few chunks per thread are in flight, which bounds memory.
+class ParallelGzipSink final : public Sink {
+ public:
+  ParallelGzipSink(int threads, Sink& next) : next_(next), max_in_flight_(2 * static_cast<std::size_t>(threads) + 1) {
+    buffer_.reserve(kGzipChunkSize);
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+
+  ~ParallelGzipSink() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    work_ready_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+  Result<void> write(const void* data, std::size_t size) override {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    while (size > 0) {
+      const std::size_t take = std::min(size, kGzipChunkSize - buffer_.size());
+      buffer_.insert(buffer_.end(), bytes, bytes + take);
+      bytes += take;
+      size -= take;
+      if (buffer_.size() == kGzipChunkSize) {
+        if (auto submitted = submit(false); !submitted) return submitted;
+      }
+    }
+    return {};
+  }
+
+  Result<void> finish() override {
+    if (auto submitted = submit(true); !submitted) return submitted;
+    while (!in_flight_.empty()) {
+      if (auto drained = drain_one(); !drained) return drained;
+    }
+    if (auto header = write_header_once(); !header) return header;
+    unsigned char trailer[8];
+    put_le32(trailer, static_cast<std::uint32_t>(crc_));
+    put_le32(trailer + 4, static_cast<std::uint32_t>(total_in_));  // ISIZE is the length mod 2^32
+    if (auto written = next_.write(trailer, sizeof trailer); !written) return written;
+    return next_.finish();
+  }
+
+ private:
+  Result<void> submit(bool last) {
+    auto chunk = std::make_unique<GzipChunk>();
+    chunk->dictionary = std::move(dictionary_);
+    chunk->last = last;
+    const std::size_t keep = std::min(buffer_.size(), kGzipDictionarySize);
+    dictionary_.assign(buffer_.end() - static_cast<std::ptrdiff_t>(keep), buffer_.end());
+    chunk->input = std::move(buffer_);
+    buffer_ = {};
+    buffer_.reserve(kGzipChunkSize);
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(chunk.get());
+    }
+    in_flight_.push_back(std::move(chunk));
+    work_ready_.notify_one();
+    while (in_flight_.size() > max_in_flight_) {
+      if (auto drained = drain_one(); !drained) return drained;
+    }
+    return {};
+  }
+
+  // Waits for the oldest chunk and writes it downstream.
+  Result<void> drain_one() {
+    std::unique_ptr<GzipChunk> chunk = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    {
+      std::unique_lock lock(mutex_);
+      chunk_done_.wait(lock, [&] { return chunk->done; });
+    }
+    if (!chunk->error.empty()) return Error{"gzip: " + chunk->error};
+    if (auto header = write_header_once(); !header) return header;
+    crc_ = crc32_combine(crc_, chunk->crc, static_cast<z_off_t>(chunk->input_size));
+    total_in_ += chunk->input_size;
+    return next_.write(chunk->output.data(), chunk->output.size());
+  }
+
+  Result<void> write_header_once() {
+    if (header_written_) return {};
+    header_written_ = true;
+    // Magic, deflate, no flags, mtime 0 (reproducible), no extra flags, OS = Unix.
+    static constexpr unsigned char kHeader[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+    return next_.write(kHeader, sizeof kHeader);
+  }
+
+  void work() {
+    for (;;) {
+      GzipChunk* chunk = nullptr;
+      {
+        std::unique_lock lock(mutex_);
+        work_ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (stopping_) return;
+        chunk = queue_.front();
+        queue_.pop_front();
+      }
+      deflate_chunk(*chunk);
+      {
+        std::lock_guard lock(mutex_);
+        chunk->done = true;
+      }
+      chunk_done_.notify_all();
+    }
+  }
+
+  Sink& next_;
+  const std::size_t max_in_flight_;
+  std::vector<unsigned char> buffer_;      // input of the chunk being filled
+  std::vector<unsigned char> dictionary_;  // last 32 KiB of the previously submitted chunk
+  std::deque<std::unique_ptr<GzipChunk>> in_flight_;  // submitted, not yet written; stream order
+  uLong crc_ = crc32(0L, Z_NULL, 0);       // CRC-32 of everything written downstream so far
+  std::uint64_t total_in_ = 0;
+  bool header_written_ = false;
+
+  std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::condition_variable chunk_done_;
+  std::deque<GzipChunk*> queue_;  // submitted, not yet picked up; guarded by mutex_
+  bool stopping_ = false;         // guarded by mutex_
+  std::vector<std::thread> workers_;
+};
+
+class ZstdSink final : public Sink {
+ public:
+  ZstdSink(ZSTD_CCtx* context, Sink& next)
+      : context_(context), next_(next), output_(ZSTD_CStreamOutSize()) {}
+  ~ZstdSink() override { ZSTD_freeCCtx(context_); }
+
+  Result<void> write(const void* data, std::size_t size) override {
+    ZSTD_inBuffer input{data, size, 0};
+    while (input.pos < input.size) {
+      if (auto pumped = pump(input, ZSTD_e_continue); !pumped) return pumped.error();
+    }
+    return {};
+  }
+
+  Result<void> finish() override {
+    ZSTD_inBuffer input{nullptr, 0, 0};
+    for (;;) {
+      auto remaining = pump(input, ZSTD_e_end);
+      if (!remaining) return remaining.error();
+      if (*remaining == 0) break;
+    }
+    return next_.finish();
+  }
+
+ private:
+  // One compressStream2 call; passes any output on. Returns zstd's "bytes left to flush".
+  Result<std::size_t> pump(ZSTD_inBuffer& input, ZSTD_EndDirective mode) {
+    ZSTD_outBuffer output{output_.data(), output_.size(), 0};
+    const std::size_t status = ZSTD_compressStream2(context_, &output, &input, mode);
+    if (ZSTD_isError(status)) return Error{std::string("zstd: ") + ZSTD_getErrorName(status)};
+    if (output.pos > 0) {
+      if (auto written = next_.write(output_.data(), output.pos); !written) return written.error();
+    }
+    return status;
+  }
+
+  ZSTD_CCtx* context_;  // owned
+  Sink& next_;
+  std::vector<unsigned char> output_;
+};
+
+Result<std::unique_ptr<Sink>> make_zstd(int threads, Sink& next) {
+  ZSTD_CCtx* context = ZSTD_createCCtx();
+  if (context == nullptr) return Error{"zstd: cannot create a compression context"};
+  auto set = [&](ZSTD_cParameter parameter, int value) {
+    return !ZSTD_isError(ZSTD_CCtx_setParameter(context, parameter, value));
+  };
+  if (!set(ZSTD_c_compressionLevel, kZstdLevel) || !set(ZSTD_c_checksumFlag, 1)) {
+    ZSTD_freeCCtx(context);
+    return Error{"zstd: cannot set the compression parameters"};
+  }
+  // Any worker count >= 1 gives the same bytes; 0 (inline) would give different ones, so
+  // even a single thread uses one worker. A libzstd built without threads refuses this.
+  if (!set(ZSTD_c_nbWorkers, threads)) {
+    spdlog::warn("libzstd has no multithreading; compressing zstd layers on one thread");
+  }
+  return std::unique_ptr<Sink>(std::make_unique<ZstdSink>(context, next));
+}
+
+}  // namespace
+
+Result<void> FdSink::write(const void* data, std::size_t size) {
+  const auto* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t written = ::write(fd_, bytes, size);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("write", name_);
+    }
+    bytes += written;
+    size -= static_cast<std::size_t>(written);
+  }
+  return {};
+}
+
+Result<void> HashingSink::write(const void* data, std::size_t size) {
+  hash_.update(data, size);
+  size_ += size;
+  return next_.write(data, size);
+}
+
+Result<void> HashingSink::finish() {
+  digest_ = hash_.finish();
+  return next_.finish();
+}
+
+Result<std::unique_ptr<Sink>> make_compressor(LayerCompression kind, int threads, Sink& next) {
+  threads = std::max(threads, 1);
+  switch (kind) {
+    case LayerCompression::none:
+      return std::unique_ptr<Sink>(std::make_unique<PassThroughSink>(next));
+    case LayerCompression::gzip:
+      return std::unique_ptr<Sink>(std::make_unique<ParallelGzipSink>(threads, next));
+    case LayerCompression::zstd:
+      return make_zstd(threads, next);
+  }
+  return Error{"unknown layer compression"};
+}
+
+const char* to_string(LayerCompression kind) {
+  switch (kind) {
+    case LayerCompression::none:
+      return "none";
+    case LayerCompression::gzip:
+      return "gzip";
+    case LayerCompression::zstd:
+      return "zstd";
+  }
+  return "unknown";
+}
+
+}  // namespace kiln::cache

@@ -1,0 +1,398 @@
+#include "cache/layer_writer.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <locale.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/log.h"
+
+namespace kiln::cache {
+namespace {
+
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
+constexpr std::size_t kCopyBufferSize = 1u << 20;
+
+using ArchivePtr = std::unique_ptr<archive, decltype(&archive_write_free)>;
+using EntryPtr = std::unique_ptr<archive_entry, decltype(&archive_entry_free)>;
+
+// libarchive converts names through the thread's locale, so the bytes of a non-ASCII
+// name could depend on the caller's. Pinning C.UTF-8 on this thread for the write keeps
+// them fixed: libarchive 3.6 then stores every non-ASCII name as raw bytes marked
+// hdrcharset=BINARY (GNU tar warns about the keyword but lists the names right; Go's
+// archive/tar ignores it). glibc >= 2.35 always has C.UTF-8.
+class ScopedLocale {
+ public:
+  explicit ScopedLocale(const char* name) : locale_(newlocale(LC_ALL_MASK, name, static_cast<locale_t>(0))) {
+    if (locale_ != static_cast<locale_t>(0)) previous_ = uselocale(locale_);
+  }
+  ~ScopedLocale() {
+    if (locale_ == static_cast<locale_t>(0)) return;
+    uselocale(previous_);
+    freelocale(locale_);
+  }
+  ScopedLocale(const ScopedLocale&) = delete;
+  ScopedLocale& operator=(const ScopedLocale&) = delete;
+
+ private:
+  locale_t locale_;
+  locale_t previous_ = static_cast<locale_t>(0);
+};
+
+// Where libarchive's output goes; keeps the first downstream error so it can be
+// reported as itself rather than as libarchive's paraphrase.
+struct ArchiveOutput {
+  Sink* sink;
+  std::optional<Error> error;  // set when the sink failed
+};
+
+la_ssize_t write_to_sink(archive* a, void* context, const void* data, size_t size) {
+  auto* output = static_cast<ArchiveOutput*>(context);
+  if (auto written = output->sink->write(data, size); !written) {
+    output->error = written.error();
+    archive_set_error(a, EIO, "%s", written.error().message.c_str());
+    return -1;
+  }
+  return static_cast<la_ssize_t>(size);
+}
+
+std::string archive_message(archive* a) {
+  const char* text = archive_error_string(a);
+  return text != nullptr ? text : "libarchive failed";
+}
+
+struct Xattr {
+  std::string name;
+  std::string value;
+};
+
+// Every extended attribute of the open file `fd`, sorted by name. `path` names it in errors.
+Result<std::vector<Xattr>> read_xattrs(int fd, const std::string& path) {
+  std::string names;
+  for (;;) {
+    const ssize_t size = ::flistxattr(fd, nullptr, 0);
+    if (size < 0) {
+      if (errno == ENOTSUP) return std::vector<Xattr>{};
+      return sys_error("flistxattr", path);
+    }
+    names.resize(static_cast<std::size_t>(size));
+    const ssize_t got = ::flistxattr(fd, names.data(), names.size());
+    if (got >= 0) {
+      names.resize(static_cast<std::size_t>(got));
+      break;
+    }
+    if (errno != ERANGE) return sys_error("flistxattr", path);  // ERANGE: the list grew; again
+  }
+  std::vector<Xattr> xattrs;
+  for (std::size_t start = 0; start < names.size();) {
+    const std::size_t end = names.find('\0', start);
+    Xattr xattr{names.substr(start, end - start), {}};
+    start = end == std::string::npos ? names.size() : end + 1;
+    for (;;) {
+      const ssize_t size = ::fgetxattr(fd, xattr.name.c_str(), nullptr, 0);
+      if (size < 0 && errno == ENODATA) break;  // removed meanwhile
+      if (size < 0) return sys_error("fgetxattr " + xattr.name, path);
+      xattr.value.resize(static_cast<std::size_t>(size));
+      const ssize_t got = ::fgetxattr(fd, xattr.name.c_str(), xattr.value.data(), xattr.value.size());
+      if (got >= 0) {
+        xattr.value.resize(static_cast<std::size_t>(got));
+        xattrs.push_back(std::move(xattr));
+        break;
+      }
+      if (errno != ERANGE) return sys_error("fgetxattr " + xattr.name, path);
+    }
+  }
+  std::sort(xattrs.begin(), xattrs.end(), [](const Xattr& a, const Xattr& b) { return a.name < b.name; });
+  return xattrs;
+}
+
+// Which attributes are image content. overlayfs' own describe the upperdir, not the
+// files (whiteouts are converted separately), and an SELinux label belongs to the host.
+bool is_layer_xattr(std::string_view name) {
+  return !name.starts_with("trusted.overlay.") && !name.starts_with("user.overlay.") &&
+         name != "security.selinux";
+}
+
+bool is_opaque_dir(const std::vector<Xattr>& xattrs) {
+  return std::any_of(xattrs.begin(), xattrs.end(), [](const Xattr& x) {
+    return (x.name == "trusted.overlay.opaque" || x.name == "user.overlay.opaque") && x.value == "y";
+  });
+}
+
+bool is_overlay_whiteout(const struct stat& st) {
+  return S_ISCHR(st.st_mode) && major(st.st_rdev) == 0 && minor(st.st_rdev) == 0;
+}
+
+// One directory entry of the tree, and the name it gets in the layer.
+struct Child {
+  std::string name;      // on disk
+  std::string tar_name;  // in the layer: `name`, or `.wh.<name>` for an overlay whiteout
+  struct stat st;
+};
+
+// Walks the tree and feeds libarchive. Holds the state that spans entries: the first
+// path of every multiply-linked inode and one copy buffer.
+class TreeWriter {
+ public:
+  TreeWriter(archive* a, ArchiveOutput& output, const LayerWriteOptions& options, std::string tree)
+      : archive_(a), output_(output), options_(options), tree_(std::move(tree)), buffer_(kCopyBufferSize) {}
+
+  // Writes every entry below the open directory `dir_fd`, whose layer path is `prefix`
+  // ("" for the root, else "a/b/").
+  Result<void> write_directory(int dir_fd, const std::string& prefix) {
+    auto children = read_children(dir_fd, prefix);
+    if (!children) return children.error();
+    for (const Child& child : *children) {
+      if (auto written = write_child(dir_fd, child, prefix); !written) return written;
+    }
+    return {};
+  }
+
+ private:
+  // The host path of layer path `path`, for error messages only.
+  std::string display(const std::string& path) const { return tree_ + "/" + path; }
+
+  Result<std::vector<Child>> read_children(int dir_fd, const std::string& prefix) {
+    auto names = list_directory(dir_fd, display(prefix));
+    if (!names) return names.error();
+    std::vector<Child> children;
+    children.reserve(names->size());
+    for (std::string& name : *names) {
+      Child child{std::move(name), {}, {}};
+      if (::fstatat(dir_fd, child.name.c_str(), &child.st, AT_SYMLINK_NOFOLLOW) != 0) {
+        return sys_error("fstatat", display(prefix + child.name));
+      }
+      const bool whiteout = options_.overlay_whiteouts && is_overlay_whiteout(child.st);
+      child.tar_name = whiteout ? std::string(kWhiteoutPrefix) + child.name : child.name;
+      children.push_back(std::move(child));
+    }
+    // std::string compares as unsigned char: bytewise order.
+    std::sort(children.begin(), children.end(),
+              [](const Child& a, const Child& b) { return a.tar_name < b.tar_name; });
+    return children;
+  }
+
+  Result<void> write_child(int dir_fd, const Child& child, const std::string& prefix) {
+    const std::string path = prefix + child.tar_name;
+    const struct stat& st = child.st;
+    EntryPtr entry = new_entry(path, st);
+    if (options_.overlay_whiteouts && is_overlay_whiteout(st)) {
+      // A deleted path: an empty regular file named .wh.<name> (moby and BuildKit use 0600).
+      archive_entry_set_filetype(entry.get(), AE_IFREG);
+      archive_entry_set_perm(entry.get(), 0600);
+      archive_entry_set_size(entry.get(), 0);
+      return write_header(entry.get(), path);
+    }
+    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
+      const auto [first, inserted] = first_paths_.try_emplace({st.st_dev, st.st_ino}, path);
+      if (!inserted) {
+        archive_entry_copy_hardlink(entry.get(), first->second.c_str());
+        archive_entry_set_size(entry.get(), 0);
+        return write_header(entry.get(), path);
+      }
+    }
+    switch (st.st_mode & S_IFMT) {
+      case S_IFREG:
+        return write_file(dir_fd, child, path, entry.get());
+      case S_IFDIR:
+        return write_dir(dir_fd, child, path, entry.get());
+      case S_IFLNK:
+        return write_symlink(dir_fd, child, path, entry.get());
+      case S_IFCHR:
+      case S_IFBLK:
+        archive_entry_set_rdevmajor(entry.get(), major(st.st_rdev));
+        archive_entry_set_rdevminor(entry.get(), minor(st.st_rdev));
+        return write_header(entry.get(), path);
+      case S_IFIFO:
+        return write_header(entry.get(), path);
+      default:  // sockets: tar cannot hold them, and no tool archives them
+        spdlog::debug("layer: skipping socket {}", display(path));
+        return {};
+    }
+  }
+
+  // The header fields every entry shares; the type-specific ones are added by the caller.
+  EntryPtr new_entry(const std::string& path, const struct stat& st) const {
+    EntryPtr entry(archive_entry_new(), &archive_entry_free);
+    archive_entry_copy_pathname(entry.get(), path.c_str());
+    archive_entry_set_mode(entry.get(), st.st_mode);  // type and all twelve permission bits
+    archive_entry_set_uid(entry.get(), st.st_uid);
+    archive_entry_set_gid(entry.get(), st.st_gid);
+    archive_entry_set_mtime(entry.get(), clamp_mtime(st.st_mtim.tv_sec), 0);
+    return entry;
+  }
+
+  std::int64_t clamp_mtime(std::int64_t mtime) const {
+    if (options_.source_date_epoch && mtime > *options_.source_date_epoch) return *options_.source_date_epoch;
+    return mtime;
+  }
+
+  Result<void> write_file(int dir_fd, const Child& child, const std::string& path, archive_entry* entry) {
+    UniqueFd file(::openat(dir_fd, child.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+    if (!file) return sys_error("open", display(path));
+    struct stat st;
+    if (::fstat(file.get(), &st) != 0) return sys_error("fstat", display(path));
+    if (st.st_ino != child.st.st_ino || !S_ISREG(st.st_mode)) {
+      return Error{display(path) + ": replaced while the layer was being written"};
+    }
+    auto xattrs = read_xattrs(file.get(), display(path));
+    if (!xattrs) return xattrs.error();
+    add_xattrs(entry, *xattrs);
+    archive_entry_set_size(entry, st.st_size);
+    if (auto header = write_header(entry, path); !header) return header;
+    return copy_contents(file.get(), static_cast<std::uint64_t>(st.st_size), path);
+  }
+
+  Result<void> copy_contents(int fd, std::uint64_t size, const std::string& path) {
+    std::uint64_t left = size;
+    while (left > 0) {
+      const ssize_t got = ::read(fd, buffer_.data(), std::min<std::uint64_t>(left, buffer_.size()));
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        return sys_error("read", display(path));
+      }
+      // libarchive would silently pad a short file with zeros; a layer must not lie.
+      if (got == 0) return Error{display(path) + ": file shrank while the layer was being written"};
+      const la_ssize_t written = archive_write_data(archive_, buffer_.data(), static_cast<size_t>(got));
+      if (written != got) return archive_error(path);
+      left -= static_cast<std::uint64_t>(got);
+    }
+    return {};
+  }
+
+  Result<void> write_dir(int dir_fd, const Child& child, const std::string& path, archive_entry* entry) {
+    UniqueFd dir(::openat(dir_fd, child.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir) return sys_error("open", display(path));
+    auto xattrs = read_xattrs(dir.get(), display(path));
+    if (!xattrs) return xattrs.error();
+    add_xattrs(entry, *xattrs);
+    if (auto header = write_header(entry, path); !header) return header;
+    if (options_.overlay_whiteouts && is_opaque_dir(*xattrs)) {
+      // Right after the directory, before anything it contains, as moby and BuildKit do:
+      // readers that apply whiteouts in stream order then never delete this layer's files.
+      if (auto marker = write_opaque_marker(child.st, path); !marker) return marker;
+    }
+    return write_directory(dir.get(), path + "/");
+  }
+
+  Result<void> write_opaque_marker(const struct stat& dir_st, const std::string& dir_path) {
+    const std::string path = dir_path + "/" + std::string(kOpaqueMarker);
+    EntryPtr marker = new_entry(path, dir_st);
+    archive_entry_set_filetype(marker.get(), AE_IFREG);
+    archive_entry_set_perm(marker.get(), dir_st.st_mode & 0777);
+    archive_entry_set_size(marker.get(), 0);
+    return write_header(marker.get(), path);
+  }
+
+  Result<void> write_symlink(int dir_fd, const Child& child, const std::string& path, archive_entry* entry) {
+    std::string target(static_cast<std::size_t>(std::max<off_t>(child.st.st_size, 64)) + 1, '\0');
+    for (;;) {
+      const ssize_t length = ::readlinkat(dir_fd, child.name.c_str(), target.data(), target.size());
+      if (length < 0) return sys_error("readlink", display(path));
+      if (static_cast<std::size_t>(length) < target.size()) {
+        target.resize(static_cast<std::size_t>(length));
+        break;
+      }
+      target.resize(target.size() * 2);  // the link was replaced by a longer one
+    }
+    archive_entry_copy_symlink(entry, target.c_str());
+    return write_header(entry, path);
+  }
+
+  void add_xattrs(archive_entry* entry, const std::vector<Xattr>& xattrs) const {
+    for (const Xattr& xattr : xattrs) {
+      if (!is_layer_xattr(xattr.name)) continue;
+      archive_entry_xattr_add_entry(entry, xattr.name.c_str(), xattr.value.data(), xattr.value.size());
+    }
+  }
+
+  Result<void> write_header(archive_entry* entry, const std::string& path) {
+    // ARCHIVE_WARN: a non-ASCII name was stored as raw bytes (hdrcharset=BINARY).
+    if (archive_write_header(archive_, entry) < ARCHIVE_WARN) return archive_error(path);
+    return {};
+  }
+
+  Error archive_error(const std::string& path) const {
+    if (output_.error) return *output_.error;
+    return Error{"write layer entry " + display(path) + ": " + archive_message(archive_)};
+  }
+
+  archive* archive_;
+  ArchiveOutput& output_;
+  const LayerWriteOptions& options_;
+  const std::string tree_;  // for error messages only
+  std::map<std::pair<dev_t, ino_t>, std::string> first_paths_;  // inode -> its first layer path
+  std::vector<char> buffer_;
+};
+
+Result<ArchivePtr> open_tar_writer(ArchiveOutput& output) {
+  ArchivePtr a(archive_write_new(), &archive_write_free);
+  if (!a) return Error{"write layer: cannot create a libarchive writer"};
+  const auto failed = [&] {
+    return Error{"write layer: libarchive: " + archive_message(a.get())};
+  };
+  // Restricted pax: plain USTAR headers unless an entry needs more, like Go's archive/tar.
+  if (archive_write_set_format_pax_restricted(a.get()) != ARCHIVE_OK) return failed();
+  // xattrs once, in the SCHILY form Go, Docker and containerd read (not also LIBARCHIVE.xattr).
+  if (archive_write_set_format_option(a.get(), "pax", "xattrheader", "SCHILY") != ARCHIVE_OK) return failed();
+  // Unblocked: bytes go straight to the sink, and the archive ends right after its two
+  // zero blocks instead of being padded to 10 KiB.
+  if (archive_write_set_bytes_per_block(a.get(), 0) != ARCHIVE_OK) return failed();
+  if (archive_write_open2(a.get(), &output, nullptr, &write_to_sink, nullptr, nullptr) != ARCHIVE_OK) {
+    if (output.error) return *output.error;
+    return failed();
+  }
+  return a;
+}
+
+}  // namespace
+
+Result<LayerInfo> write_layer(const std::filesystem::path& tree, int out_fd, const LayerWriteOptions& options) {
+  ScopedLocale utf8_names("C.UTF-8");
+  UniqueFd root(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return sys_error("open", tree.string());
+
+  FdSink file(out_fd, "layer of " + tree.string());
+  HashingSink compressed_hash(file);
+  std::unique_ptr<Sink> compressor;
+  Sink* after_tar = &file;  // uncompressed: the tar goes straight out, digest == diff_id
+  if (options.compression != LayerCompression::none) {
+    auto made = make_compressor(options.compression, options.threads, compressed_hash);
+    if (!made) return made.error();
+    compressor = std::move(made).value();
+    after_tar = compressor.get();
+  }
+  HashingSink tar_hash(*after_tar);
+
+  ArchiveOutput output{&tar_hash, std::nullopt};
+  auto archive = open_tar_writer(output);
+  if (!archive) return archive.error();
+  TreeWriter writer(archive->get(), output, options, tree.string());
+  if (auto written = writer.write_directory(root.get(), ""); !written) return written.error();
+  if (archive_write_close(archive->get()) != ARCHIVE_OK) {
+    if (output.error) return *output.error;
+    return Error{"write layer: " + archive_message(archive->get())};
+  }
+  if (auto finished = tar_hash.finish(); !finished) return finished.error();
+
+  const Digest& diff_id = *tar_hash.digest();
+  if (options.compression == LayerCompression::none) return LayerInfo{diff_id, diff_id, tar_hash.size()};
+  return LayerInfo{diff_id, *compressed_hash.digest(), compressed_hash.size()};
+}
+
+}  // namespace kiln::cache

@@ -1,0 +1,338 @@
+// kiln.db, schema version 1.
+//
+// The database is SQLite in WAL mode (readers never block the writer; a process killed
+// mid-transaction leaves the previous state, which the next opener recovers from the WAL).
+// Writers take the write lock up front with BEGIN IMMEDIATE and wait up to 30 s for
+// another process to finish. All digests are stored as their `algorithm:hex` text and all
+// times as unix seconds. The tables:
+//
+//   schema_version(version)      one row; the version of this layout. A kiln that finds a
+//                                higher version than it knows refuses the store instead of
+//                                misreading it; a lower one is migrated forward in place.
+//   refs(name, target, updated)  a name ("docker.io/library/app:latest") for a blob,
+//                                usually an image manifest or index. Refs are GC roots.
+//   links(parent, child)         "parent blob refers to child blob" (index -> manifest,
+//                                manifest -> config and layers). The store knows no
+//                                manifests, so the puller/builder records these; GC marks
+//                                from the refs through them.
+//   snapshots(diff_id, source_blob, dir, created)
+//                                snapshots/<dir> holds layer diff_id extracted from
+//                                source_blob. A diff_id can have several rows (the same
+//                                layer compressed two ways); its directory is kept while
+//                                any of its source blobs is reachable.
+//   leases(blob, owner)          blob in use by live store instance `owner` (the token of
+//                                its tmp/<owner>.lock) that may not be reachable from a ref
+//                                yet: a pull in progress. Also GC roots while the owner
+//                                lives; dropped when it closes, or by GC once it is dead.
+#include "cache/metadata_db.h"
+
+#include <sqlite3.h>
+
+
+namespace kiln::cache {
+namespace {
+
+constexpr int kBusyTimeoutMs = 30'000;
+
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE refs (
+  name TEXT PRIMARY KEY,
+  target TEXT NOT NULL,
+  updated INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE links (
+  parent TEXT NOT NULL,
+  child TEXT NOT NULL,
+  PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE TABLE snapshots (
+  diff_id TEXT NOT NULL,
+  source_blob TEXT NOT NULL,
+  dir TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  PRIMARY KEY (diff_id, source_blob)
+) WITHOUT ROWID;
+CREATE TABLE leases (
+  blob TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  PRIMARY KEY (owner, blob)
+) WITHOUT ROWID;
+INSERT INTO schema_version (version) VALUES (1);
+)sql";
+
+// A prepared statement, finalized on scope exit. Text is bound by copy.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  bool prepared() const { return rc_ == SQLITE_OK; }
+  Statement& bind(int index, std::string_view text) {
+    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int step() { return sqlite3_step(stmt_); }
+  void reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  std::string text(int column) const {
+    const auto* bytes = sqlite3_column_text(stmt_, column);
+    return bytes ? std::string(reinterpret_cast<const char*>(bytes), sqlite3_column_bytes(stmt_, column)) : "";
+  }
+  std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+}  // namespace
+
+MetadataDb::~MetadataDb() { sqlite3_close_v2(db_); }
+
+Error MetadataDb::error(std::string_view what) const {
+  std::string message = file_.string() + ": " + std::string(what) + ": " + sqlite3_errmsg(db_);
+  const int code = sqlite3_errcode(db_);
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) message += " (another kiln process held it for over 30 s)";
+  return Error{std::move(message)};
+}
+
+Result<void> MetadataDb::exec(const char* sql, std::string_view what) {
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) return error(what);
+  return {};
+}
+
+// Runs `body` (which returns Result<void>) inside BEGIN IMMEDIATE ... COMMIT; any
+// failure rolls back. The caller holds mutex_.
+template <typename Body>
+Result<void> MetadataDb::write_transaction(std::string_view what, Body&& body) {
+  if (auto begun = exec("BEGIN IMMEDIATE", what); !begun) return begun;
+  Result<void> outcome = body();
+  if (outcome && sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) outcome = error(what);
+  if (!outcome) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return outcome;
+}
+
+Result<std::unique_ptr<MetadataDb>> MetadataDb::open(const std::filesystem::path& file) {
+  sqlite3* raw = nullptr;
+  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  const int rc = sqlite3_open_v2(file.c_str(), &raw, flags, nullptr);
+  std::unique_ptr<MetadataDb> db(new MetadataDb(raw, file));
+  if (rc != SQLITE_OK) {
+    if (raw == nullptr) return Error{file.string() + ": open: out of memory"};
+    return db->error("open");
+  }
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, kBusyTimeoutMs);
+  // Switching a fresh file to WAL needs an exclusive lock, which the busy handler does
+  // not always wait for; two processes creating the store at once retry here.
+  std::string mode;
+  for (int attempt = 0; attempt < 3000; ++attempt) {
+    Statement pragma(raw, "PRAGMA journal_mode=WAL");
+    if (pragma.prepared() && pragma.step() == SQLITE_ROW) {
+      mode = pragma.text(0);
+      break;
+    }
+    if ((sqlite3_errcode(raw) & 0xff) != SQLITE_BUSY) return db->error("PRAGMA journal_mode=WAL");
+    sqlite3_sleep(10);
+  }
+  if (mode != "wal") return Error{file.string() + ": cannot switch to WAL mode (journal mode is \"" + mode + "\")"};
+  // FULL: a committed ref survives power loss too, not only a killed process.
+  if (auto sync = db->exec("PRAGMA synchronous=FULL", "PRAGMA synchronous"); !sync) return sync.error();
+  if (auto migrated = db->migrate(); !migrated) return migrated.error();
+  return db;
+}
+
+Result<void> MetadataDb::migrate() {
+  std::lock_guard lock(mutex_);
+  // Reads the version without the write lock first: the common case is a current schema.
+  const auto read_version = [&]() -> Result<int> {
+    Statement exists(db_, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'");
+    if (!exists.prepared()) return error("read schema");
+    const int rc = exists.step();
+    if (rc == SQLITE_DONE) return 0;
+    if (rc != SQLITE_ROW) return error("read schema");
+    Statement version(db_, "SELECT MAX(version) FROM schema_version");
+    if (!version.prepared() || version.step() != SQLITE_ROW) return error("read schema version");
+    return static_cast<int>(version.integer(0));
+  };
+  const auto check = [&](int version) -> Result<void> {
+    if (version > kSchemaVersion) {
+      return Error{file_.string() + ": schema version " + std::to_string(version) +
+                   " was written by a newer kiln (this one knows version " + std::to_string(kSchemaVersion) + ")"};
+    }
+    return {};
+  };
+  auto version = read_version();
+  if (!version) return version.error();
+  if (*version == kSchemaVersion) return {};
+  if (auto newer = check(*version); !newer) return newer;
+  return write_transaction("create schema", [&]() -> Result<void> {
+    auto current = read_version();  // another process may have created it meanwhile
+    if (!current) return current.error();
+    if (auto newer = check(*current); !newer) return newer;
+    if (*current == 0) return exec(kSchemaV1, "create schema");
+    return {};  // no older versions exist yet
+  });
+}
+
+Result<void> MetadataDb::set_ref(std::string_view name, std::string_view target) {
+  std::lock_guard lock(mutex_);
+  return write_transaction("set ref", [&]() -> Result<void> {
+    Statement insert(db_,
+                     "INSERT INTO refs (name, target, updated) VALUES (?1, ?2, CAST(strftime('%s','now') AS INTEGER)) "
+                     "ON CONFLICT (name) DO UPDATE SET target = excluded.target, updated = excluded.updated");
+    if (!insert.prepared() || insert.bind(1, name).bind(2, target).step() != SQLITE_DONE) return error("set ref");
+    return {};
+  });
+}
+
+Result<std::optional<std::string>> MetadataDb::get_ref(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT target FROM refs WHERE name = ?1");
+  if (!select.prepared()) return error("get ref");
+  const int rc = select.bind(1, name).step();
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  if (rc != SQLITE_ROW) return error("get ref");
+  return std::optional<std::string>(select.text(0));
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> MetadataDb::list_refs() {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT name, target FROM refs ORDER BY name");
+  if (!select.prepared()) return error("list refs");
+  std::vector<std::pair<std::string, std::string>> refs;
+  int rc;
+  while ((rc = select.step()) == SQLITE_ROW) refs.emplace_back(select.text(0), select.text(1));
+  if (rc != SQLITE_DONE) return error("list refs");
+  return refs;
+}
+
+Result<bool> MetadataDb::delete_ref(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  bool existed = false;
+  auto done = write_transaction("delete ref", [&]() -> Result<void> {
+    Statement remove(db_, "DELETE FROM refs WHERE name = ?1");
+    if (!remove.prepared() || remove.bind(1, name).step() != SQLITE_DONE) return error("delete ref");
+    existed = sqlite3_changes(db_) > 0;
+    return {};
+  });
+  if (!done) return done.error();
+  return existed;
+}
+
+Result<void> MetadataDb::add_links(std::string_view parent, const std::vector<std::string>& children) {
+  std::lock_guard lock(mutex_);
+  return write_transaction("add links", [&]() -> Result<void> {
+    Statement insert(db_, "INSERT OR IGNORE INTO links (parent, child) VALUES (?1, ?2)");
+    if (!insert.prepared()) return error("add links");
+    for (const auto& child : children) {
+      if (insert.bind(1, parent).bind(2, child).step() != SQLITE_DONE) return error("add links");
+      insert.reset();
+    }
+    return {};
+  });
+}
+
+Result<void> MetadataDb::add_lease(std::string_view blob, std::string_view owner) {
+  std::lock_guard lock(mutex_);
+  return write_transaction("add lease", [&]() -> Result<void> {
+    Statement insert(db_, "INSERT OR IGNORE INTO leases (blob, owner) VALUES (?1, ?2)");
+    if (!insert.prepared() || insert.bind(1, blob).bind(2, owner).step() != SQLITE_DONE) return error("add lease");
+    return {};
+  });
+}
+
+Result<void> MetadataDb::drop_leases(std::string_view owner) {
+  std::lock_guard lock(mutex_);
+  return write_transaction("drop leases", [&]() -> Result<void> {
+    Statement remove(db_, "DELETE FROM leases WHERE owner = ?1");
+    if (!remove.prepared() || remove.bind(1, owner).step() != SQLITE_DONE) return error("drop leases");
+    return {};
+  });
+}
+
+Result<void> MetadataDb::add_snapshot(std::string_view diff_id, std::string_view source_blob, std::string_view dir) {
+  std::lock_guard lock(mutex_);
+  return write_transaction("add snapshot", [&]() -> Result<void> {
+    Statement insert(db_,
+                     "INSERT OR IGNORE INTO snapshots (diff_id, source_blob, dir, created) "
+                     "VALUES (?1, ?2, ?3, CAST(strftime('%s','now') AS INTEGER))");
+    if (!insert.prepared() || insert.bind(1, diff_id).bind(2, source_blob).bind(3, dir).step() != SQLITE_DONE) {
+      return error("add snapshot");
+    }
+    return {};
+  });
+}
+
+namespace {
+
+// Reads all snapshot rows with `statement`; false on a step error.
+bool read_snapshots(Statement& select, std::vector<SnapshotRecord>& out) {
+  int rc;
+  while ((rc = select.step()) == SQLITE_ROW) {
+    out.push_back(SnapshotRecord{select.text(0), select.text(1), select.text(2), select.integer(3)});
+  }
+  return rc == SQLITE_DONE;
+}
+
+constexpr const char* kSelectSnapshots =
+    "SELECT diff_id, source_blob, dir, created FROM snapshots ORDER BY diff_id, source_blob";
+
+}  // namespace
+
+Result<GcInputs> MetadataDb::read_gc_inputs() {
+  std::lock_guard lock(mutex_);
+  if (auto begun = exec("BEGIN", "read for gc"); !begun) return begun.error();
+  GcInputs inputs;
+  const auto read = [&]() -> Result<void> {
+    const auto pairs = [&](const char* sql, std::vector<std::pair<std::string, std::string>>& out) {
+      Statement select(db_, sql);
+      if (!select.prepared()) return false;
+      int rc;
+      while ((rc = select.step()) == SQLITE_ROW) out.emplace_back(select.text(0), select.text(1));
+      return rc == SQLITE_DONE;
+    };
+    Statement refs(db_, "SELECT DISTINCT target FROM refs");
+    if (!refs.prepared()) return error("read refs for gc");
+    int rc;
+    while ((rc = refs.step()) == SQLITE_ROW) inputs.ref_targets.push_back(refs.text(0));
+    if (rc != SQLITE_DONE) return error("read refs for gc");
+    if (!pairs("SELECT blob, owner FROM leases", inputs.leases)) return error("read leases for gc");
+    if (!pairs("SELECT parent, child FROM links", inputs.links)) return error("read links for gc");
+    Statement snapshots(db_, kSelectSnapshots);
+    if (!snapshots.prepared() || !read_snapshots(snapshots, inputs.snapshots)) return error("read snapshots for gc");
+    return {};
+  };
+  auto outcome = read();
+  sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);  // a read transaction: nothing to lose
+  if (!outcome) return outcome.error();
+  return inputs;
+}
+
+Result<void> MetadataDb::forget(const std::vector<std::string>& removed_blobs,
+                                const std::vector<std::string>& dead_sources,
+                                const std::vector<std::string>& removed_snapshots) {
+  std::lock_guard lock(mutex_);
+  return write_transaction("forget collected rows", [&]() -> Result<void> {
+    const auto each = [&](const char* sql, const std::vector<std::string>& keys) -> Result<void> {
+      Statement remove(db_, sql);
+      if (!remove.prepared()) return error("forget collected rows");
+      for (const auto& key : keys) {
+        if (remove.bind(1, key).step() != SQLITE_DONE) return error("forget collected rows");
+        remove.reset();
+      }
+      return {};
+    };
+    if (auto done = each("DELETE FROM links WHERE parent = ?1", removed_blobs); !done) return done;
+    if (auto done = each("DELETE FROM snapshots WHERE source_blob = ?1", dead_sources); !done) return done;
+    return each("DELETE FROM snapshots WHERE diff_id = ?1", removed_snapshots);
+  });
+}
+
+}  // namespace kiln::cache

@@ -1,4 +1,4 @@
-// kiln's command line: one CLI11 subcommand per command, each in its own file.
+// kiln's command line: one CLI11 subcommand per command, grouped in files by topic.
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
@@ -10,10 +10,11 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int verbosity = 0;
   app.add_flag("-v,--verbose", verbosity, "More detail on stderr (repeat for debug output)");
+  kiln::cli::GlobalOptions global;
+  app.add_option("--root", global.root, "The local store (default: $KILN_ROOT, /var/lib/kiln as root)");
 
-  const kiln::cli::Command commands[] = {
-      kiln::cli::add_parse_command(app),
-  };
+  std::vector<kiln::cli::Command> commands{kiln::cli::add_parse_command(app)};
+  for (auto& command : kiln::cli::add_image_commands(app, global)) commands.push_back(std::move(command));
 
   try {
     app.parse(argc, argv);

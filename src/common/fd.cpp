@@ -1,0 +1,79 @@
+#include "common/fd.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+namespace kiln {
+
+void UniqueFd::reset(int fd) noexcept {
+  // Linux releases the descriptor even when close fails (EINTR included), so retrying
+  // would close someone else's fd; the error carries nothing we could act on.
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+Error sys_error(std::string_view call, std::string_view path, int error_number) {
+  char buffer[256];
+  // GNU strerror_r: returns a pointer to the message (maybe a static string, maybe buffer).
+  const char* text = strerror_r(error_number, buffer, sizeof buffer);
+  std::string message(call);
+  if (!path.empty()) {
+    message += ' ';
+    message += path;
+  }
+  message += ": ";
+  message += text;
+  return Error{std::move(message)};
+}
+
+Error sys_error(std::string_view call, std::string_view path) { return sys_error(call, path, errno); }
+
+Result<UniqueFd> open_in_root(int root_fd, std::string_view path, int flags, unsigned mode) {
+  const std::string relative = path.empty() ? std::string(".") : std::string(path);
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+  how.mode = (flags & (O_CREAT | O_TMPFILE)) != 0 ? mode : 0;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  // EAGAIN means a rename or mount raced with the lookup; the kernel asks us to retry.
+  for (int attempt = 0;; ++attempt) {
+    const long fd = ::syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof how);
+    if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+    if (errno == EINTR || (errno == EAGAIN && attempt < 64)) continue;
+    const int saved = errno;
+    Error error = sys_error("openat2", relative, saved);
+    errno = saved;  // callers branch on it (ENOENT: create the missing directory)
+    return error;
+  }
+}
+
+Result<std::vector<std::string>> list_directory(int dir_fd, std::string_view path) {
+  const int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return sys_error("open directory", path);
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), &::closedir);
+  if (!dir) {
+    const int saved = errno;
+    ::close(fd);
+    return sys_error("fdopendir", path, saved);
+  }
+  std::vector<std::string> names;
+  for (;;) {
+    errno = 0;
+    const dirent* entry = ::readdir(dir.get());
+    if (entry == nullptr) break;
+    const std::string_view name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    names.emplace_back(name);
+  }
+  if (errno != 0) return sys_error("readdir", path);
+  return names;
+}
+
+}  // namespace kiln

@@ -1,0 +1,69 @@
+// File descriptors as owned values, system-call errors as kiln::Error, and the two
+// directory primitives every rootfs walker needs (list a directory, resolve a path
+// inside a root without leaving it).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace kiln {
+
+/// Owns one file descriptor and closes it when destroyed. Move-only; empty (-1) after
+/// being moved from or released. Not thread-safe: one owner at a time.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  /// Takes ownership of `fd` (may be -1 for "none").
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  ~UniqueFd() { reset(); }
+
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+
+  /// The descriptor, still owned by this object; -1 when empty.
+  int get() const noexcept { return fd_; }
+  /// Gives up ownership without closing; the caller now owns the returned descriptor.
+  int release() noexcept {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  /// Closes the owned descriptor (close errors are ignored: the fd is gone either way
+  /// on Linux) and takes ownership of `fd`.
+  void reset(int fd = -1) noexcept;
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;  // -1 when nothing is owned
+};
+
+/// The error for a failed system call, from the current errno:
+/// "<call> <path>: <strerror(errno)>" (or "<call>: <strerror>" when `path` is empty).
+Error sys_error(std::string_view call, std::string_view path);
+/// As above with an explicit error number, for when errno may have been overwritten.
+Error sys_error(std::string_view call, std::string_view path, int error_number);
+
+/// Opens `path` relative to the directory `root_fd` as if `root_fd` were `/`: `..`,
+/// absolute symlinks and absolute paths all stay inside it (openat2 with RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS), so nothing outside the root can be reached however hostile the
+/// tree. An empty `path` means the root itself. `flags` are openat flags (O_CLOEXEC is
+/// added); `mode` applies with O_CREAT. Retries the kernel's EAGAIN (a concurrent rename).
+/// Errors name the call and `path`; errno is left as the kernel set it. Needs Linux >= 5.6.
+/// Thread-safe.
+Result<UniqueFd> open_in_root(int root_fd, std::string_view path, int flags, unsigned mode = 0);
+
+/// The names in the directory `dir_fd` (without "." and ".."), in the order the
+/// filesystem returns them. Reads through a fresh open of `dir_fd` (which may be an O_PATH
+/// descriptor), so `dir_fd`'s own offset is untouched.
+/// `path` only names the directory in errors. Thread-safe for distinct descriptors.
+Result<std::vector<std::string>> list_directory(int dir_fd, std::string_view path);
+
+}  // namespace kiln

@@ -1,0 +1,117 @@
+// The distribution API v2 (OCI distribution spec) for one registry: ping, manifests by
+// tag or digest, blobs with streaming verification and resume. Authentication, retries
+// and redirects happen inside; callers see content or a clear Error.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cache/store.h"
+#include "common/digest.h"
+#include "common/result.h"
+#include "push/auth.h"
+#include "push/http.h"
+
+namespace kiln::push {
+
+/// When and how long to wait before trying a request again. Retried: connection errors,
+/// 408, 429, 500, 502, 503, 504. Plain data.
+struct RetryPolicy {
+  int max_attempts = 5;  // tries per request including the first (a blob download that
+                         // made progress gets its tries back)
+  std::chrono::milliseconds initial_backoff{500};  // doubled after every failure ...
+  std::chrono::milliseconds max_backoff{10'000};   // ... up to this; each wait is jittered to 50-100 %
+  std::chrono::milliseconds max_retry_after{60'000};  // cap on a server's Retry-After
+  /// Waits `delay`; std::this_thread::sleep_for when empty. Tests record instead of waiting.
+  std::function<void(std::chrono::milliseconds delay)> sleep;
+};
+
+/// How to reach registries. Plain data.
+struct RegistryOptions {
+  /// Registries (host or host:port, as in references) spoken to over plain HTTP, like
+  /// dockerd's --insecure-registry. localhost, 127.0.0.0/8 and ::1 always are.
+  std::vector<std::string> insecure_registries;
+  RetryPolicy retry;
+};
+
+/// A manifest or index exactly as the registry sent it.
+struct ManifestBytes {
+  std::string bytes;       // the document; its sha256 is `digest`
+  std::string media_type;  // Content-Type, or the document's mediaType when that is missing or generic
+  Digest digest;
+};
+
+/// `https://registry-1.docker.io` for docker.io, `http://<registry>` for loopback and
+/// insecure registries, `https://<registry>` otherwise.
+std::string registry_base_url(std::string_view registry, const std::vector<std::string>& insecure_registries);
+
+/// The Accept header value of manifest requests: OCI and Docker manifests and indexes.
+std::string_view manifest_accept_header();
+
+/// Client for one registry. Thread-safe: parallel downloads share one client. Borrows
+/// `http` and `auth`, which must outlive it. Every error message starts with
+/// `<registry>/<repository>: ` and names what was asked for; it never contains a
+/// credential, a token or a signed URL's query.
+class RegistryClient {
+ public:
+  /// `registry` is a reference's domain: "docker.io", "localhost:5000", "[::1]:5000".
+  RegistryClient(std::string registry, Http& http, Authenticator& auth, RegistryOptions options = {});
+
+  /// The registry as given to the constructor.
+  const std::string& registry() const { return registry_; }
+  /// Where API requests go: see registry_base_url().
+  const std::string& base_url() const { return base_url_; }
+
+  /// GET /v2/, authenticating if the registry asks. Errors: unreachable, not a registry,
+  /// credentials refused.
+  Result<void> ping();
+
+  /// The manifest (or index) `reference` (a tag or a digest) of `repository` ("library/alpine").
+  /// A digest reference is verified against the bytes received; for a tag the digest is
+  /// computed from them. Errors: 401/403/404 naming registry and repository, a digest
+  /// mismatch, a document over 4 MiB, schema 1 manifests.
+  Result<ManifestBytes> get_manifest(std::string_view repository, std::string_view reference);
+
+  /// A small blob (an image config) read into memory and checked against `digest`.
+  /// Errors: as fetch_blob, or larger than `max_size`.
+  Result<std::string> get_blob(std::string_view repository, const Digest& digest, std::uint64_t max_size = 16u << 20);
+
+  /// Downloads blob `digest` of `repository` into `writer` and commits it; returns the
+  /// digest. Continues after the `writer.size()` bytes it already holds with
+  /// `Range: bytes=N-`; a server that ignores Range (200 instead of 206) is read from the
+  /// start with the first N bytes skipped. Transient failures are retried per the policy,
+  /// resuming where the last attempt stopped. The bytes are verified by the writer's
+  /// commit(): on a mismatch nothing is stored and the error says so. `expected_size`,
+  /// when known, stops a server sending more. After an error the writer is spent.
+  Result<Digest> fetch_blob(std::string_view repository, const Digest& digest,
+                            std::optional<std::uint64_t> expected_size, cache::BlobWriter& writer);
+
+ private:
+  // Per-attempt facts an Attempt reports back to perform().
+  struct AttemptState {
+    bool fatal = false;       // the error must not be retried (disk full, hostile server)
+    bool progressed = false;  // bytes arrived: the retry budget starts over
+  };
+  using Attempt = std::function<Result<Response>(const std::optional<std::string>& authorization, AttemptState&)>;
+
+  // Runs `attempt` with authentication (one retry after a 401 with fresh credentials)
+  // and retries transient failures. Returns the last response, whatever its status.
+  Result<Response> perform(std::string_view repository, const std::string& what, const Attempt& attempt);
+  Error failure(std::string_view repository, const std::string& what, const Response& response);
+  Error failure(std::string_view repository, const std::string& what, const std::string& message);
+  std::chrono::milliseconds backoff(int failures, const Response* response);
+  std::string url(std::string_view repository, std::string_view kind, std::string_view reference) const;
+
+  std::string registry_;
+  std::string base_url_;
+  Http& http_;
+  Authenticator& auth_;
+  RegistryOptions options_;
+};
+
+}  // namespace kiln::push

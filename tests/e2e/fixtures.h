@@ -1,0 +1,127 @@
+// Real peers for end-to-end tests: Debian's docker-registry (with and without htpasswd),
+// the Bearer-token front in token_proxy.py, a busybox base image built offline and
+// pushed with skopeo, and a comparison of two directory trees (types, modes, owners,
+// link targets, hardlink groups, contents).
+#pragma once
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support.h"
+
+namespace kiln::e2e {
+
+namespace fs = std::filesystem;
+
+/// Runs a shell command, failing the test with its output if it exits non-zero.
+inline std::string must_run(const std::string& command) {
+  const auto outcome = testing::run_command(command + " 2>&1");
+  if (outcome.status != 0) {
+    ADD_FAILURE() << "command failed (" << outcome.status << "): " << command << "\n" << outcome.output;
+  }
+  return outcome.output;
+}
+
+/// A fresh directory under /var/tmp, removed at the end of the test.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = "/var/tmp/kiln-e2e-XXXXXX";
+    path_ = mkdtemp(pattern.data());
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+/// A port nobody listens on right now (bind to port 0, read it back).
+int free_port();
+
+/// A background process killed (SIGTERM, then SIGKILL) when this goes away.
+class Process {
+ public:
+  /// Starts `argv` with stdout/stderr appended to `log`.
+  Process(const std::vector<std::string>& argv, const fs::path& log);
+  ~Process();
+  Process(const Process&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+/// Waits until an HTTP GET of `url` answers at all (any status), up to `timeout`.
+bool wait_for_http(const std::string& url, std::chrono::seconds timeout = std::chrono::seconds(20));
+
+/// Debian's docker-registry on 127.0.0.1, storing in a scratch directory; with
+/// `user`/`password`, behind htpasswd Basic auth.
+class Registry {
+ public:
+  explicit Registry(const std::string& user = "", const std::string& password = "");
+  /// host:port, as in image references.
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+
+ private:
+  ScratchDir dir_;
+  int port_;
+  std::unique_ptr<Process> process_;
+};
+
+/// token_proxy.py in front of `upstream` (a Registry without auth).
+class TokenProxy {
+ public:
+  TokenProxy(const Registry& upstream, const std::vector<std::string>& extra_args = {});
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  /// GET /stats, e.g. {"tokens_issued": 2, "rejected_tokens": 1}.
+  std::string stats() const;
+
+ private:
+  ScratchDir dir_;
+  int port_;
+  std::unique_ptr<Process> process_;
+};
+
+/// The source tree of the test base image: busybox-static with its applet symlinks,
+/// /etc/passwd and /etc/group, /tmp with mode 1777, a hardlink, a setuid file, a file
+/// owned by 1000:1000 with mode 0640, a dangling symlink, an empty directory.
+/// Built once per test binary run, under /var/tmp; never modified by tests.
+const fs::path& base_rootfs();
+
+/// Packs `rootfs` as a one-layer OCI image with umoci and pushes it with skopeo to
+/// `reference` (docker://...). `skopeo_args` go before the destination (e.g. --dest-creds).
+void push_image(const fs::path& rootfs, const std::string& reference, const std::string& skopeo_args = "");
+
+/// Every difference between two trees (type, permission bits, uid/gid, symlink target,
+/// contents, which paths are hardlinks of each other), one line each; empty when equal.
+std::vector<std::string> tree_differences(const fs::path& expected, const fs::path& actual);
+
+/// The kiln binary with a private store: `kiln --root <root> <args>` and its output
+/// (stdout and stderr). `env` is prefixed as shell assignments; when empty, the
+/// command runs with no Docker credentials.
+testing::CommandOutcome kiln(const fs::path& root, const std::string& args, const std::string& env = "");
+
+}  // namespace kiln::e2e
