@@ -1,9 +1,9 @@
 #include "cache/layer_reader.h"
+#include "cache/scoped_locale.h"
 
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <locale.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -32,27 +32,6 @@ constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 constexpr std::size_t kReadBlockSize = 1u << 17;
 
 using ArchivePtr = std::unique_ptr<archive, decltype(&archive_read_free)>;
-
-// libarchive converts names through the thread's locale; under a UTF-8 locale it
-// Unicode-normalises them (NFD -> NFC), renaming files. Under "C" the conversion of a
-// non-ASCII name fails with a warning and libarchive keeps its bytes, which is what we want.
-class ScopedCLocale {
- public:
-  ScopedCLocale() : c_(newlocale(LC_ALL_MASK, "C", static_cast<locale_t>(0))) {
-    if (c_ != static_cast<locale_t>(0)) previous_ = uselocale(c_);
-  }
-  ~ScopedCLocale() {
-    if (c_ == static_cast<locale_t>(0)) return;
-    uselocale(previous_);
-    freelocale(c_);
-  }
-  ScopedCLocale(const ScopedCLocale&) = delete;
-  ScopedCLocale& operator=(const ScopedCLocale&) = delete;
-
- private:
-  locale_t c_;
-  locale_t previous_ = static_cast<locale_t>(0);
-};
 
 std::string archive_message(archive* a) {
   const char* text = archive_error_string(a);
@@ -201,7 +180,7 @@ class LayerApplier {
       archive_entry* entry = nullptr;
       const int status = archive_read_next_header(a, &entry);
       if (status == ARCHIVE_EOF) break;
-      // ARCHIVE_WARN: a name not convertible to the locale (kept as bytes, see ScopedCLocale).
+      // ARCHIVE_WARN: a name not convertible to the locale (kept as bytes: see the locale pinned in apply_layer).
       if (status < ARCHIVE_WARN) return Error{"read layer: " + archive_message(a)};
       if (auto applied = apply_entry(a, entry); !applied) return applied;
     }
@@ -213,6 +192,9 @@ class LayerApplier {
     const char* raw_name = archive_entry_pathname(entry);
     if (raw_name == nullptr) return Error{"read layer: an entry has no name"};
     const std::string_view name = raw_name;
+    // Docker would read "/x" as "x"; a layer that names absolute paths is malformed or
+    // hostile, and refusing it says so (tar writers, Go's included, write relative names).
+    if (name.starts_with('/')) return entry_error(name, "absolute path");
     const auto path = clean_entry_path(name);
     if (!path) return entry_error(name, "path escapes the root");
     if (path->empty()) return {};  // the root itself: kept as it is, as Docker does
@@ -622,7 +604,10 @@ Result<ArchivePtr> open_tar_reader(UncompressedLayer& layer) {
 }  // namespace
 
 Result<void> apply_layer(int layer_fd, const std::filesystem::path& root, const ApplyOptions& options) {
-  ScopedCLocale c_locale;
+  // libarchive converts names through the thread's locale; under a UTF-8 locale it
+  // Unicode-normalises them (NFD -> NFC), renaming files. Under "C" the conversion of a
+  // non-ASCII name fails with a warning and libarchive keeps its bytes, as we want.
+  ScopedLocale c_locale("C");
   UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root_fd) return sys_error("open", root.string());
   auto layer = UncompressedLayer::open(layer_fd);

@@ -1,9 +1,9 @@
 #include "cache/layer_writer.h"
+#include "cache/scoped_locale.h"
 
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <locale.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -30,29 +30,6 @@ constexpr std::size_t kCopyBufferSize = 1u << 20;
 
 using ArchivePtr = std::unique_ptr<archive, decltype(&archive_write_free)>;
 using EntryPtr = std::unique_ptr<archive_entry, decltype(&archive_entry_free)>;
-
-// libarchive converts names through the thread's locale, so the bytes of a non-ASCII
-// name could depend on the caller's. Pinning C.UTF-8 on this thread for the write keeps
-// them fixed: libarchive 3.6 then stores every non-ASCII name as raw bytes marked
-// hdrcharset=BINARY (GNU tar warns about the keyword but lists the names right; Go's
-// archive/tar ignores it). glibc >= 2.35 always has C.UTF-8.
-class ScopedLocale {
- public:
-  explicit ScopedLocale(const char* name) : locale_(newlocale(LC_ALL_MASK, name, static_cast<locale_t>(0))) {
-    if (locale_ != static_cast<locale_t>(0)) previous_ = uselocale(locale_);
-  }
-  ~ScopedLocale() {
-    if (locale_ == static_cast<locale_t>(0)) return;
-    uselocale(previous_);
-    freelocale(locale_);
-  }
-  ScopedLocale(const ScopedLocale&) = delete;
-  ScopedLocale& operator=(const ScopedLocale&) = delete;
-
- private:
-  locale_t locale_;
-  locale_t previous_ = static_cast<locale_t>(0);
-};
 
 // Where libarchive's output goes; keeps the first downstream error so it can be
 // reported as itself rather than as libarchive's paraphrase.
@@ -363,6 +340,11 @@ Result<ArchivePtr> open_tar_writer(ArchiveOutput& output) {
 }  // namespace
 
 Result<LayerInfo> write_layer(const std::filesystem::path& tree, int out_fd, const LayerWriteOptions& options) {
+  // libarchive converts names through the thread's locale, so the bytes of a non-ASCII
+  // name could depend on the caller's. Pinning C.UTF-8 for the write keeps them fixed:
+  // libarchive 3.6 then stores every non-ASCII name as raw bytes marked
+  // hdrcharset=BINARY (GNU tar warns about the keyword but lists the names right; Go's
+  // archive/tar ignores it). glibc >= 2.35 always has C.UTF-8.
   ScopedLocale utf8_names("C.UTF-8");
   UniqueFd root(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root) return sys_error("open", tree.string());

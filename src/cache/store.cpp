@@ -634,7 +634,9 @@ Result<fs::path> Store::snapshot(const Digest& diff_id, const Digest& layer_blob
     if (auto removed = remove_tree(work); !removed) spdlog::warn("{}", removed.error().message);
     return error;
   };
-  if (auto applied = apply_layer(blob->get(), work, ApplyOptions{}); !applied) {
+  ApplyOptions options;
+  options.expected_diff_id = diff_id;  // snapshots are shared by diff ID: it must be true
+  if (auto applied = apply_layer(blob->get(), work, options); !applied) {
     return give_up(with_context(context, applied.error()));
   }
   {

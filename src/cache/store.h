@@ -145,14 +145,15 @@ class Store {
   Result<void> add_links(const Digest& parent, const std::vector<Digest>& children);
 
   /// The directory holding layer `diff_id` (sha256) extracted from the stored layer blob
-  /// `layer_blob`: extracted once with apply_layer (default ApplyOptions) into tmp/, synced,
+  /// `layer_blob`: extracted once with apply_layer into tmp/, synced,
   /// renamed to snapshots/<diff_id hex> and recorded; later calls, from any image or process,
   /// return the same directory. Two processes extracting the same layer at once both
   /// succeed with one snapshot. The snapshot lives while `layer_blob` (or another blob it
   /// was extracted from) is reachable. The caller must not modify the directory.
-  /// The uncompressed stream is not checked against `diff_id` here (apply_layer cannot
-  /// report its hash); the blob's own digest was verified when it was stored.
-  /// Errors: blob not stored; the extraction error naming the entry; I/O.
+  /// The uncompressed stream must hash to `diff_id` (snapshots are shared by diff ID, so a
+  /// blob that lies about it must not plant its files in other images); otherwise nothing
+  /// is kept. Errors: blob not stored; diff ID mismatch; the extraction error naming the
+  /// entry; I/O.
   Result<std::filesystem::path> snapshot(const Digest& diff_id, const Digest& layer_blob);
 
   /// Frees what no ref reaches: marks from every ref and every live owner's lease through

@@ -576,6 +576,20 @@ TEST_F(StoreTest, ASnapshotThatFailsToExtractLeavesNothing) {
   EXPECT_TRUE(tmp_work(root_).empty());
 }
 
+TEST_F(StoreTest, ASnapshotWhoseBlobLiesAboutItsDiffIdIsRefused) {
+  // Snapshots are shared by diff ID: a layer claiming another layer's diff ID must not
+  // plant its files in every image that has the real one.
+  Store store = open_store(root_);
+  const Layer real = make_layer({{"etc/os-release", "ID=real\n"}});
+  const Layer impostor = make_layer({{"etc/os-release", "ID=evil\n"}});
+  const Digest impostor_blob = put(store, impostor.tar);
+  auto path = store.snapshot(real.diff_id, impostor_blob);
+  ASSERT_FALSE(path.ok());
+  EXPECT_NE(path.error().message.find(real.diff_id.str()), std::string::npos) << path.error().message;
+  EXPECT_TRUE(names_in(root_ / "snapshots").empty());
+  EXPECT_TRUE(tmp_work(root_).empty());
+}
+
 TEST_F(StoreTest, TwoProcessesExtractingOneLayerBothSucceed) {
   std::vector<TarFile> files;
   for (int i = 0; i < 200; ++i) files.push_back({"dir/file" + std::to_string(i), random_bytes(4096, i)});
