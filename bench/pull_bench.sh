@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pull throughput: `kiln pull` (download, verify, extract the snapshot) against
-# `skopeo copy docker://... oci:DIR` (download and verify only) from the same local
+# `skopeo copy docker://... oci:DIR` (download and verify only), and against that plus
+# `umoci raw unpack` (the same work as kiln's), from the same local
 # docker-registry, on an image of busybox plus SIZE_MB (default 256) MB of mixed files.
 # Three runs each into fresh destinations; prints the best times and the ratio.
 #   bench/pull_bench.sh [BUILD_DIR] [SIZE_MB]
@@ -42,19 +43,37 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:img" "docker://127
 ref=127.0.0.1:$port/bench/image:1
 
 best() { sort -n | head -1; }
-time_it() { local start end; start=$(date +%s.%N); "$@" >/dev/null 2>&1; end=$(date +%s.%N); awk "BEGIN{printf \"%.2f\", $end - $start}"; }
+# Prints the seconds "$@" took; a failing command stops the benchmark with its output.
+time_it() {
+  local start end
+  start=$(date +%s.%N)
+  "$@" >"$work/last.log" 2>&1 || { echo "failed: $*" >&2; cat "$work/last.log" >&2; exit 1; }
+  end=$(date +%s.%N)
+  awk "BEGIN{printf \"%.2f\", $end - $start}"
+}
 
-kiln_times=() skopeo_times=()
+copy_and_unpack() {
+  skopeo copy --quiet --src-tls-verify=false "docker://$ref" "oci:$work/oci:img" &&
+    umoci raw unpack --image "$work/oci:img" "$work/unpacked"
+}
+
+kiln_times=() skopeo_times=() unpack_times=()
 for run in 1 2 3; do
-  rm -rf "$work/store" "$work/oci"
+  rm -rf "$work/store" "$work/oci" "$work/unpacked"
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   kiln_times+=("$(time_it "$kiln" --root "$work/store" pull "$ref")")
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   skopeo_times+=("$(time_it skopeo copy --quiet --src-tls-verify=false "docker://$ref" "oci:$work/oci:img")")
+  rm -rf "$work/oci"
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  unpack_times+=("$(time_it copy_and_unpack)")
 done
 kiln_best=$(printf '%s\n' "${kiln_times[@]}" | best)
 skopeo_best=$(printf '%s\n' "${skopeo_times[@]}" | best)
+unpack_best=$(printf '%s\n' "${unpack_times[@]}" | best)
 echo "image: ${size_mb} MB of data in 4 layers, $(nproc) cores"
 echo "kiln pull (download+verify+extract): best ${kiln_best}s   runs: ${kiln_times[*]}"
 echo "skopeo copy to oci: (download+verify): best ${skopeo_best}s   runs: ${skopeo_times[*]}"
+echo "skopeo copy + umoci raw unpack (download+verify+extract): best ${unpack_best}s   runs: ${unpack_times[*]}"
 echo "ratio kiln/skopeo time: $(awk "BEGIN{printf \"%.2f\", $kiln_best / $skopeo_best}")"
+echo "ratio kiln/(skopeo+umoci) time: $(awk "BEGIN{printf \"%.2f\", $kiln_best / $unpack_best}")"
