@@ -192,12 +192,12 @@ class LayerApplier {
     const char* raw_name = archive_entry_pathname(entry);
     if (raw_name == nullptr) return Error{"read layer: an entry has no name"};
     const std::string_view name = raw_name;
+    const auto path = clean_entry_path(name);
+    if (!path) return entry_error(name, "path escapes the root");
+    if (path->empty()) return {};  // the root itself (`./`, or `/` as umoci writes it): kept as it is
     // Docker would read "/x" as "x"; a layer that names absolute paths is malformed or
     // hostile, and refusing it says so (tar writers, Go's included, write relative names).
     if (name.starts_with('/')) return entry_error(name, "absolute path");
-    const auto path = clean_entry_path(name);
-    if (!path) return entry_error(name, "path escapes the root");
-    if (path->empty()) return {};  // the root itself: kept as it is, as Docker does
     if (auto placed = place_entry(a, entry, *path); !placed) return entry_error(name, placed.error().message);
     return {};
   }

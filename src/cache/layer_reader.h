@@ -2,8 +2,8 @@
 // would reach outside it.
 //
 // Paths: each entry name is cleaned (`./a//b/` -> `a/b`); an absolute name is refused
-// (Docker would drop the `/`, but no honest tar writer produces one), and so is a name
-// whose `..` climbs above the root. Every path is resolved from the root's descriptor with
+// (Docker would drop the `/`, but no honest tar writer produces one) except `/` itself,
+// the root entry umoci writes; so is a name whose `..` climbs above the root. Every path is resolved from the root's descriptor with
 // openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS): symlinks already in the tree, absolute
 // or relative, are followed as if the root were `/`, so nothing is ever created, written
 // or linked outside it. The last component is never followed (entries replace what is

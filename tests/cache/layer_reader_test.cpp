@@ -201,7 +201,8 @@ TEST_F(LayerReaderTest, ForeignUtf8NamesKeepTheirBytes) {
 }
 
 TEST_F(LayerReaderTest, PathsAreCleanedAndMissingParentsCreated) {
-  auto applied = apply_bytes(make_tar({file_entry("./a//b/./c", "1"), file_entry("x/../y", "2"), dir_entry("./")}));
+  auto applied = apply_bytes(
+      make_tar({dir_entry("/"), file_entry("./a//b/./c", "1"), file_entry("x/../y", "2"), dir_entry("./")}));
   ASSERT_TRUE(applied) << applied.error().message;
   EXPECT_EQ(read_file(root_ / "a/b/c"), "1");
   EXPECT_EQ(read_file(root_ / "y"), "2");

@@ -116,15 +116,20 @@ const fs::path& base_rootfs() {
   return root;
 }
 
-void push_image(const fs::path& rootfs, const std::string& reference, const std::string& skopeo_args) {
+void push_image(const fs::path& rootfs, const std::string& reference, const std::string& skopeo_args,
+                Packing packing) {
   ScratchDir work;
   const std::string layout = (work / "layout").string();
   must_run("umoci init --layout " + layout);
   must_run("umoci new --image " + layout + ":img");
-  must_run("umoci unpack --image " + layout + ":img " + (work / "bundle").string());
-  must_run("rm -rf " + (work / "bundle/rootfs").string() + " && cp -a " + rootfs.string() + " " +
-           (work / "bundle/rootfs").string());
-  must_run("umoci repack --image " + layout + ":img " + (work / "bundle").string());
+  if (packing == Packing::insert) {
+    must_run("umoci insert --image " + layout + ":img " + rootfs.string() + " /");
+  } else {
+    must_run("umoci unpack --image " + layout + ":img " + (work / "bundle").string());
+    must_run("rm -rf " + (work / "bundle/rootfs").string() + " && cp -a " + rootfs.string() + " " +
+             (work / "bundle/rootfs").string());
+    must_run("umoci repack --image " + layout + ":img " + (work / "bundle").string());
+  }
   must_run("umoci config --image " + layout + ":img --config.cmd /bin/sh --config.env PATH=/bin");
   must_run("skopeo copy --quiet --dest-tls-verify=false " + skopeo_args + " oci:" + layout + ":img " + reference);
 }

@@ -111,9 +111,14 @@ class TokenProxy {
 /// Built once per test binary run, under /var/tmp; never modified by tests.
 const fs::path& base_rootfs();
 
+/// How umoci makes the layer: `unpack` + `repack` (relative names), or `insert`, whose
+/// layers start with a `/` entry for the root.
+enum class Packing { repack, insert };
+
 /// Packs `rootfs` as a one-layer OCI image with umoci and pushes it with skopeo to
 /// `reference` (docker://...). `skopeo_args` go before the destination (e.g. --dest-creds).
-void push_image(const fs::path& rootfs, const std::string& reference, const std::string& skopeo_args = "");
+void push_image(const fs::path& rootfs, const std::string& reference, const std::string& skopeo_args = "",
+                Packing packing = Packing::repack);
 
 /// Every difference between two trees (type, permission bits, uid/gid, symlink target,
 /// contents, which paths are hardlinks of each other), one line each; empty when equal.

@@ -78,6 +78,17 @@ TEST(StoreE2E, PullFromAPlainRegistryGivesTheSourceTree) {
                                 "/test/busybox: manifest 2: 404 not found: manifest unknown\n");
 }
 
+TEST(StoreE2E, ALayerWithARootEntryAsUmociInsertWritesItPulls) {
+  Registry registry;
+  push_image(base_rootfs(), "docker://" + registry.address() + "/test/inserted:1", "", Packing::insert);
+  ScratchDir store;
+  const std::string reference = registry.address() + "/test/inserted:1";
+  const auto pulled = kiln(store.path(), "pull " + reference);
+  ASSERT_EQ(pulled.status, 0) << pulled.output;
+  const fs::path snapshot = single_snapshot(store.path(), reference);
+  EXPECT_EQ(tree_differences(base_rootfs(), snapshot), std::vector<std::string>{});
+}
+
 TEST(StoreE2E, HtpasswdRegistryUsesDockerConfigAndRejectsAWrongPassword) {
   Registry registry("kiln", kPassword);
   push_image(base_rootfs(), "docker://" + registry.address() + "/private/busybox:1",
