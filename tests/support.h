@@ -3,6 +3,8 @@
 
 #include <sys/wait.h>
 
+#include <stdlib.h>
+
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +13,28 @@
 #include <string>
 
 namespace kiln::testing {
+
+/// A fresh directory (under $TMPDIR, else /tmp, or under `parent`), removed with
+/// everything in it when this goes away. Aborts if it cannot be made: no test can run.
+class TempDir {
+ public:
+  explicit TempDir(const std::filesystem::path& parent = std::filesystem::temp_directory_path()) {
+    std::string pattern = (parent / "kiln-test-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::filesystem::path& relative) const { return path_ / relative; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 /// The whole file, byte for byte; empty if it cannot be read.
 inline std::string read_file(const std::filesystem::path& path) {

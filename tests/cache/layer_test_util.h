@@ -28,26 +28,7 @@ namespace kiln::cache::testing {
 
 namespace fs = std::filesystem;
 
-/// A fresh directory under /tmp, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/kiln-layer-test-XXXXXX";
-    if (::mkdtemp(pattern) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const fs::path& relative) const { return path_ / relative; }
-
- private:
-  fs::path path_;
-};
+using kiln::testing::TempDir;
 
 inline void write_file(const fs::path& path, const std::string& content, mode_t mode = 0644) {
   std::ofstream(path, std::ios::binary) << content;

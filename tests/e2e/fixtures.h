@@ -39,22 +39,10 @@ inline std::string must_run(const std::string& command) {
   return outcome.output;
 }
 
-/// A fresh directory under /var/tmp, removed at the end of the test.
-class ScratchDir {
+/// A scratch directory under /var/tmp (big images do not belong in a tmpfs /tmp).
+class ScratchDir : public testing::TempDir {
  public:
-  ScratchDir() {
-    std::string pattern = "/var/tmp/kiln-e2e-XXXXXX";
-    path_ = mkdtemp(pattern.data());
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
+  ScratchDir() : TempDir("/var/tmp") {}
 };
 
 /// A port nobody listens on right now (bind to port 0, read it back).

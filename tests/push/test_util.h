@@ -8,26 +8,11 @@
 #include <optional>
 #include <string>
 
+#include "support.h"
+
 namespace kiln::push::testing {
 
-/// A fresh directory under $TMPDIR (or /tmp), removed with everything in it at scope end.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "kiln-push-test-XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using kiln::testing::TempDir;
 
 /// Sets (or unsets, with nullopt) an environment variable for the scope; restores it after.
 class ScopedEnv {
