@@ -2,6 +2,7 @@
 // to run them; main() runs the one the user chose, after parsing.
 #pragma once
 
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
@@ -14,6 +15,12 @@ struct Command {
   CLI::App* app;             // the registered subcommand, owned by the parent app
   std::function<int()> run;  // does the work; returns the process exit status
 };
+
+/// Prints `kiln: error: <message>` on stderr; returns the exit status for a failure.
+inline int fail(const std::string& message) {
+  std::fprintf(stderr, "kiln: error: %s\n", message.c_str());
+  return 1;
+}
 
 /// Options that apply to every command. Filled in by CLI11 while parsing; read by the
 /// commands only once parsing is done.

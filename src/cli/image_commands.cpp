@@ -17,11 +17,6 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-int fail(const std::string& message) {
-  std::fprintf(stderr, "kiln: error: %s\n", message.c_str());
-  return 1;
-}
-
 Result<cache::Store> open_store(const GlobalOptions& global) {
   return cache::Store::open(global.root.empty() ? cache::Store::default_root() : std::filesystem::path(global.root));
 }

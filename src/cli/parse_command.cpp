@@ -18,11 +18,6 @@ struct ParseOptions {
   bool json = false;
 };
 
-int fail(const std::string& message) {
-  std::fprintf(stderr, "kiln: error: %s\n", message.c_str());
-  return 1;
-}
-
 // Without --dump/--json the file is also given meaning (flags, stage names),
 // so every error `kiln build` would report at parse time is reported here.
 int run_parse(const ParseOptions& options) {

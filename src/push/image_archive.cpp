@@ -341,12 +341,10 @@ Result<Digest> import_blob(cache::Store& store, const fs::path& path, const std:
   if (store.has_blob(measured->digest)) return measured->digest;
   auto writer = store.begin_blob(measured->digest, measured->size);
   if (!writer.ok()) return writer.error();
-  if (writer->size() != 0) {
-    // A partial download of the same blob exists; start it over from this file's bytes.
-    return Error{"load: blob " + measured->digest.str() + " is being downloaded by another process; retry"};
-  }
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return sys_error("open", path.string());
+  // A partial download of this blob already holds its first bytes: write the rest.
+  if (lseek(fd.get(), static_cast<off_t>(writer->size()), SEEK_SET) < 0) return sys_error("lseek", path.string());
   std::vector<char> buffer(kCopyBuffer);
   for (;;) {
     const ssize_t n = read(fd.get(), buffer.data(), buffer.size());
