@@ -9,7 +9,7 @@ packages=(
   nlohmann-json3-dev libspdlog-dev libgtest-dev libgmock-dev libcli11-dev
   libsqlite3-dev libbenchmark-dev zlib1g-dev libzstd-dev
   # peers the end-to-end tests run against
-  docker-registry skopeo umoci apache2-utils busybox-static pigz curl python3
+  docker-registry skopeo umoci apache2-utils busybox-static pigz curl python3 zstd
 )
 if [[ "${KILN_SETUP_FUZZ:-0}" == 1 ]]; then
   packages+=(clang libclang-rt-14-dev)
