@@ -8,7 +8,7 @@
 set -euo pipefail
 build=${1:-build}
 size_mb=${2:-256}
-kiln=$(realpath "$build/src/kiln")
+kiln=$(realpath "$build/kiln")
 work=$(mktemp -d /var/tmp/kiln-pull-bench-XXXXXX)
 trap 'kill $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
