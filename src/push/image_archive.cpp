@@ -398,8 +398,6 @@ Result<std::vector<std::string>> load_docker(cache::Store& store, const ArchiveF
         !entry["Layers"].is_array()) {
       return Error{"load: manifest.json: every entry needs Config and Layers"};
     }
-    const fs::path* config_path = files.find(entry["Config"].get<std::string>());
-    if (config_path == nullptr) return Error{"load: the archive has no " + entry["Config"].get<std::string>()};
     auto config_bytes = files.read(entry["Config"].get<std::string>());
     if (!config_bytes.ok()) return config_bytes.error();
     auto config = oci::ImageConfig::from_json(*config_bytes);
