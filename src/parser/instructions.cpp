@@ -808,48 +808,56 @@ Result<Command> convert_arg(const Context& c) {
   return Command{std::move(arg)};
 }
 
-Result<Command> convert_copy(const Context& c) {
+// What COPY and ADD share: at least a source and a destination, their flags, the
+// sources (heredocs included) and a valid --chmod.
+struct FileCopy {
+  ParsedFlags flags;
+  FileSources files;
+};
+
+Result<FileCopy> parse_file_copy(const Context& c, std::string_view keyword, std::span<const FlagSpec> allowed) {
   if (c.args().size() < 2) {
-    return c.error("COPY requires at least two arguments, but only one was provided. "
-                   "Destination could not be determined");
+    return c.error(std::string(keyword) +
+                   " requires at least two arguments, but only one was provided. Destination could not be determined");
   }
-  auto flags = c.flags(kCopyFlags);
+  auto flags = c.flags(allowed);
   if (!flags.ok()) return flags.error();
-  auto files = sources_and_destination(c, "COPY");
+  auto files = sources_and_destination(c, keyword);
   if (!files.ok()) return files.error();
   if (auto chmod = check_chmod(c, *flags); !chmod.ok()) return chmod.error();
+  return FileCopy{std::move(flags).value(), std::move(files).value()};
+}
+
+Result<Command> convert_copy(const Context& c) {
+  auto parsed = parse_file_copy(c, "COPY", kCopyFlags);
+  if (!parsed.ok()) return parsed.error();
+  auto& [flags, files] = parsed.value();
 
   CopyInstruction copy;
-  copy.files = std::move(files).value();
-  copy.from = flags->string("from");
-  copy.chown = flags->string("chown");
-  copy.chmod = flags->string("chmod");
-  copy.link = flags->boolean("link");
-  copy.parents = flags->boolean("parents");
-  for (FlagValue& exclude : flags->values("exclude")) copy.excludes.push_back(std::move(exclude.value));
+  copy.files = std::move(files);
+  copy.from = flags.string("from");
+  copy.chown = flags.string("chown");
+  copy.chmod = flags.string("chmod");
+  copy.link = flags.boolean("link");
+  copy.parents = flags.boolean("parents");
+  for (FlagValue& exclude : flags.values("exclude")) copy.excludes.push_back(std::move(exclude.value));
   return Command{std::move(copy)};
 }
 
 Result<Command> convert_add(const Context& c) {
-  if (c.args().size() < 2) {
-    return c.error("ADD requires at least two arguments, but only one was provided. "
-                   "Destination could not be determined");
-  }
-  auto flags = c.flags(kAddFlags);
-  if (!flags.ok()) return flags.error();
-  auto files = sources_and_destination(c, "ADD");
-  if (!files.ok()) return files.error();
-  if (auto chmod = check_chmod(c, *flags); !chmod.ok()) return chmod.error();
+  auto parsed = parse_file_copy(c, "ADD", kAddFlags);
+  if (!parsed.ok()) return parsed.error();
+  auto& [flags, files] = parsed.value();
 
   AddInstruction add;
-  add.files = std::move(files).value();
-  add.chown = flags->string("chown");
-  add.chmod = flags->string("chmod");
-  add.link = flags->boolean("link");
-  add.keep_git_dir = flags->optional_boolean("keep-git-dir");
-  add.checksum = flags->string("checksum");
-  add.unpack = flags->optional_boolean("unpack");
-  for (FlagValue& exclude : flags->values("exclude")) add.excludes.push_back(std::move(exclude.value));
+  add.files = std::move(files);
+  add.chown = flags.string("chown");
+  add.chmod = flags.string("chmod");
+  add.link = flags.boolean("link");
+  add.keep_git_dir = flags.optional_boolean("keep-git-dir");
+  add.checksum = flags.string("checksum");
+  add.unpack = flags.optional_boolean("unpack");
+  for (FlagValue& exclude : flags.values("exclude")) add.excludes.push_back(std::move(exclude.value));
   return Command{std::move(add)};
 }
 
