@@ -90,9 +90,8 @@ std::string TokenProxy::stats() const {
 }
 
 const fs::path& base_rootfs() {
+  static const ScratchDir dir;  // removed when the test binary exits
   static const fs::path root = [] {
-    const fs::path dir = "/var/tmp/kiln-e2e-base-" + std::to_string(getpid());
-    fs::remove_all(dir);
     const fs::path rootfs = dir / "rootfs";
     for (const char* d : {"bin", "etc", "tmp", "root", "home/user", "empty", "usr/share/doc"}) {
       fs::create_directories(rootfs / d);

@@ -96,7 +96,7 @@ class TokenProxy {
 /// The source tree of the test base image: busybox-static with its applet symlinks,
 /// /etc/passwd and /etc/group, /tmp with mode 1777, a hardlink, a setuid file, a file
 /// owned by 1000:1000 with mode 0640, a dangling symlink, an empty directory.
-/// Built once per test binary run, under /var/tmp; never modified by tests.
+/// Built once per test binary run, under /var/tmp, removed at exit; never modified by tests.
 const fs::path& base_rootfs();
 
 /// How umoci makes the layer: `unpack` + `repack` (relative names), or `insert`, whose
