@@ -284,19 +284,7 @@ Result<std::unique_ptr<Sink>> make_zstd(int threads, Sink& next) {
 
 }  // namespace
 
-Result<void> FdSink::write(const void* data, std::size_t size) {
-  const auto* bytes = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t written = ::write(fd_, bytes, size);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("write", name_);
-    }
-    bytes += written;
-    size -= static_cast<std::size_t>(written);
-  }
-  return {};
-}
+Result<void> FdSink::write(const void* data, std::size_t size) { return write_all(fd_, data, size, name_); }
 
 Result<void> HashingSink::write(const void* data, std::size_t size) {
   hash_.update(data, size);

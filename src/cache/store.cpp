@@ -48,20 +48,6 @@ Result<UniqueFd> open_fd(const fs::path& path, int flags, mode_t mode = 0) {
   return UniqueFd(fd);
 }
 
-Result<void> write_all(int fd, const void* data, std::size_t size, const fs::path& path) {
-  const auto* bytes = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd, bytes, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("write", path.string());
-    }
-    bytes += n;
-    size -= static_cast<std::size_t>(n);
-  }
-  return {};
-}
-
 Result<void> fsync_fd(int fd, const fs::path& path) {
   if (::fsync(fd) != 0) return sys_error("fsync", path.string());
   return {};
@@ -370,7 +356,7 @@ Result<void> BlobWriter::write(const void* data, std::size_t size) {
     return Error{s.label() + ": size mismatch: expected " + std::to_string(*s.expected_size) +
                  " bytes, got at least " + std::to_string(got)};
   }
-  if (auto written = write_all(s.fd.get(), data, size, s.path); !written) {
+  if (auto written = write_all(s.fd.get(), data, size, s.path.string()); !written) {
     s.spent = true;  // a partial file stays resumable: it is reread and rehashed
     return written;
   }

@@ -76,4 +76,18 @@ Result<std::vector<std::string>> list_directory(int dir_fd, std::string_view pat
   return names;
 }
 
+Result<void> write_all(int fd, const void* data, std::size_t size, std::string_view path) {
+  const auto* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t written = ::write(fd, bytes, size);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("write", path);
+    }
+    bytes += written;
+    size -= static_cast<std::size_t>(written);
+  }
+  return {};
+}
+
 }  // namespace kiln

@@ -51,6 +51,10 @@ Error sys_error(std::string_view call, std::string_view path);
 /// As above with an explicit error number, for when errno may have been overwritten.
 Error sys_error(std::string_view call, std::string_view path, int error_number);
 
+/// Writes all `size` bytes to `fd` from its current offset, retrying short writes and
+/// EINTR. `path` only names the file in errors ("write <path>: ...").
+Result<void> write_all(int fd, const void* data, std::size_t size, std::string_view path);
+
 /// Opens `path` relative to the directory `root_fd` as if `root_fd` were `/`: `..`,
 /// absolute symlinks and absolute paths all stay inside it (openat2 with RESOLVE_IN_ROOT |
 /// RESOLVE_NO_MAGICLINKS), so nothing outside the root can be reached however hostile the

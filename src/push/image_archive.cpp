@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -51,6 +52,22 @@ class TempDir {
   fs::path path_;
 };
 
+// Reads the file `fd` (named `path` in errors) to its end in large chunks, handing each
+// to `consume`; stops at the first error either side reports.
+template <typename Consume>
+Result<void> for_each_chunk(int fd, const std::string& path, Consume&& consume) {
+  std::vector<char> buffer(kCopyBuffer);
+  for (;;) {
+    const ssize_t n = read(fd, buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("read", path);
+    }
+    if (n == 0) return {};
+    if (Result<void> consumed = consume(buffer.data(), static_cast<std::size_t>(n)); !consumed.ok()) return consumed;
+  }
+}
+
 struct FileDigest {
   Digest digest;
   std::uint64_t size;
@@ -60,13 +77,11 @@ Result<FileDigest> hash_file(const fs::path& path) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return sys_error("open", path.string());
   Sha256 hash;
-  std::vector<char> buffer(kCopyBuffer);
-  for (;;) {
-    const ssize_t n = read(fd.get(), buffer.data(), buffer.size());
-    if (n < 0) return sys_error("read", path.string());
-    if (n == 0) break;
-    hash.update(buffer.data(), static_cast<std::size_t>(n));
-  }
+  auto hashed = for_each_chunk(fd.get(), path.string(), [&](const char* data, std::size_t size) -> Result<void> {
+    hash.update(data, size);
+    return {};
+  });
+  if (!hashed.ok()) return hashed.error();
   const std::uint64_t size = hash.size();
   return FileDigest{hash.finish(), size};
 }
@@ -101,16 +116,10 @@ class TarWriter {
     struct stat st{};
     if (fstat(fd.get(), &st) != 0) return sys_error("fstat", source.string());
     if (auto header = begin(name, static_cast<std::uint64_t>(st.st_size)); !header.ok()) return header;
-    std::vector<char> buffer(kCopyBuffer);
-    for (;;) {
-      const ssize_t n = read(fd.get(), buffer.data(), buffer.size());
-      if (n < 0) return sys_error("read", source.string());
-      if (n == 0) break;
-      if (archive_write_data(archive_.get(), buffer.data(), static_cast<std::size_t>(n)) < 0) {
-        return archive_error("write " + name, archive_.get());
-      }
-    }
-    return {};
+    return for_each_chunk(fd.get(), source.string(), [&](const char* data, std::size_t size) -> Result<void> {
+      if (archive_write_data(archive_.get(), data, size) < 0) return archive_error("write " + name, archive_.get());
+      return {};
+    });
   }
 
   Result<void> close() {
@@ -160,10 +169,8 @@ Result<FileDigest> decompress_layer(const fs::path& blob, const fs::path& out) {
     if (n < 0) return archive_error("decompress layer " + blob.string(), in.get());
     if (n == 0) break;
     hash.update(buffer.data(), static_cast<std::size_t>(n));
-    for (la_ssize_t done = 0; done < n;) {
-      const ssize_t w = write(fd.get(), buffer.data() + done, static_cast<std::size_t>(n - done));
-      if (w < 0) return sys_error("write", out.string());
-      done += w;
+    if (auto written = write_all(fd.get(), buffer.data(), static_cast<std::size_t>(n), out.string()); !written.ok()) {
+      return written.error();
     }
   }
   const std::uint64_t size = hash.size();
@@ -300,10 +307,9 @@ class ArchiveFiles {
         const la_ssize_t n = archive_read_data(in.get(), buffer.data(), buffer.size());
         if (n < 0) return archive_error("load " + archive_path.string() + ": " + name, in.get());
         if (n == 0) break;
-        for (la_ssize_t done = 0; done < n;) {
-          const ssize_t w = write(fd.get(), buffer.data() + done, static_cast<std::size_t>(n - done));
-          if (w < 0) return sys_error("write", stored.string());
-          done += w;
+        if (auto written = write_all(fd.get(), buffer.data(), static_cast<std::size_t>(n), stored.string());
+            !written.ok()) {
+          return written.error();
         }
       }
       files.paths_[name] = stored;
@@ -345,13 +351,9 @@ Result<Digest> import_blob(cache::Store& store, const fs::path& path, const std:
   if (!fd) return sys_error("open", path.string());
   // A partial download of this blob already holds its first bytes: write the rest.
   if (lseek(fd.get(), static_cast<off_t>(writer->size()), SEEK_SET) < 0) return sys_error("lseek", path.string());
-  std::vector<char> buffer(kCopyBuffer);
-  for (;;) {
-    const ssize_t n = read(fd.get(), buffer.data(), buffer.size());
-    if (n < 0) return sys_error("read", path.string());
-    if (n == 0) break;
-    if (auto r = writer->write(buffer.data(), static_cast<std::size_t>(n)); !r.ok()) return r.error();
-  }
+  auto copied = for_each_chunk(fd.get(), path.string(),
+                               [&](const char* data, std::size_t size) { return writer->write(data, size); });
+  if (!copied.ok()) return copied.error();
   return writer->commit();
 }
 
