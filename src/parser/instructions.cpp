@@ -1016,39 +1016,41 @@ Result<Command> convert_onbuild(const Context& c) {
 }
 
 struct Converter {
-  std::string_view keyword;  // lower case
+  Keyword kind;
+  std::string_view keyword;  // lower case, for suggestions
   Result<Command> (*convert)(const Context&);
 };
 
 // Alphabetical, so that suggestions for unknown keywords are deterministic.
 constexpr Converter kConverters[] = {
-    {"add", convert_add},
-    {"arg", convert_arg},
-    {"cmd", convert_cmd},
-    {"copy", convert_copy},
-    {"entrypoint", convert_entrypoint},
-    {"env", convert_env},
-    {"expose", convert_expose},
-    {"from", convert_from},
-    {"healthcheck", convert_healthcheck},
-    {"label", convert_label},
-    {"maintainer", convert_maintainer},
-    {"onbuild", convert_onbuild},
-    {"run", convert_run},
-    {"shell", convert_shell},
-    {"stopsignal", convert_stopsignal},
-    {"user", convert_user},
-    {"volume", convert_volume},
-    {"workdir", convert_workdir},
+    {Keyword::add, "add", convert_add},
+    {Keyword::arg, "arg", convert_arg},
+    {Keyword::cmd, "cmd", convert_cmd},
+    {Keyword::copy, "copy", convert_copy},
+    {Keyword::entrypoint, "entrypoint", convert_entrypoint},
+    {Keyword::env, "env", convert_env},
+    {Keyword::expose, "expose", convert_expose},
+    {Keyword::from, "from", convert_from},
+    {Keyword::healthcheck, "healthcheck", convert_healthcheck},
+    {Keyword::label, "label", convert_label},
+    {Keyword::maintainer, "maintainer", convert_maintainer},
+    {Keyword::onbuild, "onbuild", convert_onbuild},
+    {Keyword::run, "run", convert_run},
+    {Keyword::shell, "shell", convert_shell},
+    {Keyword::stopsignal, "stopsignal", convert_stopsignal},
+    {Keyword::user, "user", convert_user},
+    {Keyword::volume, "volume", convert_volume},
+    {Keyword::workdir, "workdir", convert_workdir},
 };
 
 }  // namespace
 
 Result<Instruction> to_typed_instruction(const Node& node, std::string_view filename) {
   const Context context{node, filename};
-  const std::string keyword = node.lowercase_keyword();
+  // From the keyword itself rather than Node::kind, which a hand-made Node may not set.
+  const Keyword kind = keyword_from(node.keyword);
   for (const Converter& converter : kConverters) {
-    if (converter.keyword != keyword) continue;
+    if (converter.kind != kind) continue;
     auto command = converter.convert(context);
     if (!command.ok()) return command.error();
     return Instruction{std::move(command).value(), node.range, std::string(text::trim_space(node.original))};
