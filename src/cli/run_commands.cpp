@@ -1,0 +1,1 @@
+// Placeholder: run, ps, rm (issue 4).

@@ -1,0 +1,138 @@
+// Runs one process in new namespaces on a prepared root filesystem, as isolated as a Docker
+// container (DESIGN.md, "The sandbox").
+//
+// Processes (the setup order of crun and Nix):
+//
+//   caller ──clone(NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET])──> init (PID 1 in the new pid ns)
+//                                                            mounts the rootfs, /proc, /dev,
+//                                                            /sys, /etc files, binds; pivots
+//                                                            ──fork──> the process (PID 2):
+//                                                                     user, caps, exec
+//
+// The init reaps every zombie, forwards the signals it gets to the process, and reports the
+// process's exit status (or the signal that killed it) to the caller over a pipe; when the
+// process ends the init ends, and the kernel kills whatever else is left in the namespace.
+//
+// Between clone and exec the child code neither allocates nor throws: every string, path and
+// array it needs is prepared by the caller before clone, and failures travel back as
+// {errno, "call path"} records over a close-on-exec pipe, so each error names the failing
+// syscall and its path.
+//
+// The user is resolved by the caller from the container's own /etc/passwd and /etc/group,
+// read through /proc/<init>/root once the init has pivoted (see user.h).
+//
+// Root and rootless: as root in the initial user namespace, the sandbox needs nothing else.
+// Rootless, kiln enters its user namespace once at start-up (userns.h) and everything,
+// including this, runs as root inside it; the sandbox then does not nest another one.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/result.h"
+
+namespace kiln::sandbox {
+
+enum class Network {
+  host,  // the caller's network namespace (builds' default, as BuildKit documents)
+  none,  // a new network namespace with only `lo`, up
+};
+
+/// An overlay of read-only layer directories with a writable upper directory.
+struct OverlayRootfs {
+  std::vector<std::filesystem::path> lower_dirs;  // top-most layer first (overlayfs' order);
+                                                  // empty means an empty image
+  std::filesystem::path upper_dir;                // exists; receives every change
+  std::filesystem::path work_dir;                 // exists, empty, on upper_dir's filesystem
+  bool user_xattr = false;  // mount with `userxattr` (rootless: opaque marks are user.overlay.*)
+};
+
+/// A plain directory that is the whole root filesystem (the copy-based fallback).
+struct DirectoryRootfs {
+  std::filesystem::path dir;
+};
+
+using Rootfs = std::variant<OverlayRootfs, DirectoryRootfs>;
+
+/// A host file or directory bound into the container (`-v`, later `RUN --mount=type=bind`).
+struct BindMount {
+  std::filesystem::path source;  // host path; must exist
+  std::string target;            // absolute path in the container; created if missing
+  bool read_only = false;
+};
+
+/// A fresh tmpfs in the container (later `RUN --mount=type=tmpfs`).
+struct TmpfsMount {
+  std::string target;             // absolute path in the container; created if missing
+  std::uint64_t size_bytes = 0;   // 0: the kernel's default (half of RAM)
+};
+
+struct RunSpec {
+  Rootfs rootfs;
+  // A private directory of the caller's for this run (must exist). The sandbox writes the
+  // generated hosts, resolv.conf and hostname files and its mount point there. The caller
+  // removes it afterwards (or keeps it with a container).
+  std::filesystem::path state_dir;
+
+  std::vector<std::string> argv;  // argv[0] without a '/' is looked up in the env's PATH
+  std::vector<std::string> env;   // exactly the process's environment, "K=V"; HOME is added
+                                  // from the user's passwd entry (or "/") when absent
+  std::string user;               // "", "name", "uid", "name:group", "uid:gid", ...; "" = root
+  std::string working_dir = "/";  // absolute; created (root-owned, 0755) when missing
+  std::string hostname = "kiln";
+  Network network = Network::host;
+  std::vector<BindMount> binds;
+  std::vector<TmpfsMount> tmpfs;
+
+  // The process's stdio: the caller's descriptors, passed through as they are (so output
+  // streams straight out, never buffered by kiln). -1 for stdin means /dev/null.
+  int stdin_fd = -1;
+  int stdout_fd = 1;
+  int stderr_fd = 2;
+  // The process gets a new session with stdin_fd as its controlling terminal (`-t`: the
+  // caller passes the slave side of a pty it allocated).
+  bool controlling_terminal = false;
+  // While the process runs, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH
+  // sent to the caller are forwarded to it. They are blocked in the calling thread for the
+  // duration (the caller should be single-threaded or block them in its other threads).
+  bool forward_signals = false;
+};
+
+/// How the process ended.
+struct ExitStatus {
+  int exit_code = 0;  // when it exited
+  int signal = 0;     // when a signal killed it (then exit_code is 0)
+  // The process could not be started: `exec: "x": executable file not found in $PATH` or
+  // `exec /bin/x: permission denied`. exit_code is then 127 or 126, as Docker reports.
+  std::optional<std::string> exec_error;
+
+  /// Docker's convention: the exit code, or 128 + the signal.
+  int docker_code() const { return signal != 0 ? 128 + signal : exit_code; }
+};
+
+/// Runs spec.argv in the sandbox and waits for it. Errors (setting up the sandbox failed):
+/// the failing call with its path and the system's reason, e.g.
+/// `sandbox: mount overlay on /var/lib/kiln/containers/…/rootfs: Invalid argument`, or
+/// `sandbox: unable to find user app: no matching entries in passwd file`.
+/// Mount points the sandbox had to create in the rootfs (/proc, /dev, /sys, /etc/hosts,
+/// binds' targets …) are removed again after the run when they are still empty, so that a
+/// run changes nothing it did not mean to (BuildKit's mount-stub cleaning); the working
+/// directory it created stays, as in Docker.
+Result<ExitStatus> run(const RunSpec& spec);
+
+/// Docker's default capability set (CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW,
+/// SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, AUDIT_WRITE) as a
+/// mask: 0xa80425fb. The process's bounding set is exactly this; a root process also has it
+/// permitted and effective.
+inline constexpr std::uint64_t kDefaultCapabilities = 0xa80425fbULL;
+
+/// Whether overlayfs works here for this process (a throwaway mount in a scratch directory
+/// under `scratch_parent`, in a child's mount namespace). Cached for the process's life.
+bool overlay_supported(const std::filesystem::path& scratch_parent);
+
+}  // namespace kiln::sandbox
