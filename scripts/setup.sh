@@ -10,6 +10,8 @@ packages=(
   libsqlite3-dev libbenchmark-dev zlib1g-dev libzstd-dev
   # peers the end-to-end tests run against
   docker-registry skopeo umoci apache2-utils busybox-static pigz curl python3 zstd
+  # rootless runs (newuidmap/newgidmap); podman, buildah and runc for the run benchmark
+  uidmap podman buildah runc
 )
 if [[ "${KILN_SETUP_FUZZ:-0}" == 1 ]]; then
   packages+=(clang libclang-rt-14-dev)

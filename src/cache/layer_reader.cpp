@@ -455,18 +455,38 @@ class LayerApplier {
     return create_marker_file(dir_fd, marker, child_path(split_last(hidden_path).first, marker));
   }
 
-  // overlayfs' opaque mark (xattr); without the privilege, the `.wh..wh..opq` file itself.
+  // overlayfs' opaque mark: the trusted xattr (root); in a user namespace, where trusted.*
+  // is refused, the user.overlay one that an overlay mounted with `userxattr` reads; where
+  // neither can be set, the `.wh..wh..opq` file itself.
   Result<void> make_opaque(const std::string& dir_path) {
     if (auto created = open_dirs(dir_path); !created) return created.error();
     auto dir = open_in_root(root_, dir_path, O_RDONLY | O_DIRECTORY);
     if (!dir) return dir.error();
     if (auto cleared = remove_untouched(dir->get(), dir_path); !cleared) return cleared;
     mark_touched(dir_path);
-    if (opaque_xattrs_ && ::fsetxattr(dir->get(), "trusted.overlay.opaque", "y", 1, 0) == 0) return {};
-    if (opaque_xattrs_ && errno != EPERM) return sys_error("setxattr trusted.overlay.opaque", dir_path);
-    opaque_xattrs_ = false;
+    if (opaque_mark_ == OpaqueMark::trusted_xattr) {
+      auto marked = set_opaque_xattr(dir->get(), "trusted.overlay.opaque", dir_path);
+      if (!marked) return marked.error();
+      if (*marked) return {};
+      opaque_mark_ = OpaqueMark::user_xattr;
+    }
+    if (opaque_mark_ == OpaqueMark::user_xattr) {
+      auto marked = set_opaque_xattr(dir->get(), "user.overlay.opaque", dir_path);
+      if (!marked) return marked.error();
+      if (*marked) return {};
+      opaque_mark_ = OpaqueMark::marker_file;
+    }
     const std::string marker(kOpaqueMarker);
     return create_marker_file(dir->get(), marker, child_path(dir_path, marker));
+  }
+
+  // Sets xattr `name` = "y" on the directory: true when set, false when refused (EPERM:
+  // trusted.* needs CAP_SYS_ADMIN in the initial user namespace; ENOTSUP: the filesystem
+  // has no such attributes).
+  static Result<bool> set_opaque_xattr(int dir_fd, const char* name, const std::string& dir_path) {
+    if (::fsetxattr(dir_fd, name, "y", 1, 0) == 0) return true;
+    if (errno == EPERM || errno == ENOTSUP) return false;
+    return sys_error(std::string("setxattr ") + name, dir_path);
   }
 
   // Empties directory `dir_path` of everything earlier layers put there: removes what this
@@ -515,7 +535,8 @@ class LayerApplier {
   std::unordered_set<std::string> touched_;  // every path this layer created, and their ancestors
   std::unordered_map<std::string, DirMetadata> directories_;  // by path; mode and times still to set
   bool overlay_whiteouts_ = true;  // false once mknod of a whiteout was refused: use `.wh.` files
-  bool opaque_xattrs_ = true;      // false once the trusted xattr was refused: use `.wh..wh..opq`
+  // How directories are marked opaque; only moves forward, once a form was refused.
+  enum class OpaqueMark { trusted_xattr, user_xattr, marker_file } opaque_mark_ = OpaqueMark::trusted_xattr;
 };
 
 // The layer's uncompressed bytes, hashed on their way to the tar parser: libarchive's

@@ -18,9 +18,12 @@
 // - `dir/.wh.<name>`: removes `<name>` if present, then records the deletion overlay's way,
 //   as a char device 0:0 at `dir/<name>`;
 // - `dir/.wh..wh..opq`: removes what `dir` held before this layer (its entries from this
-//   layer stay), then marks `dir` opaque with the xattr trusted.overlay.opaque=y;
-// - where the process may not do that (rootless: no CAP_MKNOD or CAP_SYS_ADMIN), the
-//   whiteout is kept as the empty `.wh.` file itself, the form fuse-overlayfs understands;
+//   layer stay), then marks `dir` opaque with the xattr trusted.overlay.opaque=y; where
+//   trusted.* is refused (in a user namespace: rootless kiln, whose overlays are mounted
+//   with `userxattr`), with user.overlay.opaque=y;
+// - where the process may not do either (no CAP_MKNOD for the whiteout device, which a user
+//   namespace has since Linux 5.8; no xattrs on the filesystem), the whiteout is kept as
+//   the empty `.wh.` file itself, the form fuse-overlayfs understands;
 // - other `.wh..wh.` names (aufs bookkeeping) are skipped.
 // Consequently the result is a lowerdir, not a flattened filesystem: applying several
 // layers onto one directory leaves their whiteout markers behind.

@@ -1,4 +1,4 @@
-// kiln.db, schema version 1.
+// kiln.db, schema version 2.
 //
 // The database is SQLite in WAL mode (readers never block the writer; a process killed
 // mid-transaction leaves the previous state, which the next opener recovers from the WAL).
@@ -24,6 +24,19 @@
 //                                its tmp/<owner>.lock) that may not be reachable from a ref
 //                                yet: a pull in progress. Also GC roots while the owner
 //                                lives; dropped when it closes, or by GC once it is dead.
+//   blob_sources(blob, registry, repository, updated)            (since version 2)
+//                                blob is in `repository` of `registry` ("docker.io",
+//                                "library/alpine"): it was pulled from or pushed there.
+//                                Docker's distribution-source: a push to another
+//                                repository of that registry mounts it instead of
+//                                uploading. A hint only: the registry may have lost it.
+//   layer_variants(source_blob, compression, variant)            (since version 2)
+//                                stored blob `variant` is layer `source_blob` recompressed
+//                                as `compression` ("gzip", "zstd"), so a push asking for
+//                                that compression converts once and reuses the result.
+//                                A link source_blob -> variant keeps it alive for GC.
+//
+// Version history: 1 -> 2 added blob_sources and layer_variants (migrated in place).
 #include "cache/metadata_db.h"
 
 #include <sqlite3.h>
@@ -59,6 +72,23 @@ CREATE TABLE leases (
   PRIMARY KEY (owner, blob)
 ) WITHOUT ROWID;
 INSERT INTO schema_version (version) VALUES (1);
+)sql";
+
+constexpr const char* kMigrateV1ToV2 = R"sql(
+CREATE TABLE blob_sources (
+  blob TEXT NOT NULL,
+  registry TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  updated INTEGER NOT NULL,
+  PRIMARY KEY (blob, registry, repository)
+) WITHOUT ROWID;
+CREATE TABLE layer_variants (
+  source_blob TEXT NOT NULL,
+  compression TEXT NOT NULL,
+  variant TEXT NOT NULL,
+  PRIMARY KEY (source_blob, compression)
+) WITHOUT ROWID;
+UPDATE schema_version SET version = 2;
 )sql";
 
 // A prepared statement, finalized on scope exit. Text is bound by copy.
@@ -172,12 +202,17 @@ Result<void> MetadataDb::migrate() {
   if (!version) return version.error();
   if (*version == kSchemaVersion) return {};
   if (auto newer = check(*version); !newer) return newer;
-  return write_transaction("create schema", [&]() -> Result<void> {
+  return write_transaction("create or migrate schema", [&]() -> Result<void> {
     auto current = read_version();  // another process may have created it meanwhile
     if (!current) return current.error();
     if (auto newer = check(*current); !newer) return newer;
-    if (*current == 0) return exec(kSchemaV1, "create schema");
-    return {};  // no older versions exist yet
+    // Each step takes the schema one version forward; a fresh database walks them all.
+    if (*current == 0) {
+      if (auto created = exec(kSchemaV1, "create schema"); !created) return created;
+      *current = 1;
+    }
+    if (*current == 1) return exec(kMigrateV1ToV2, "migrate schema to version 2");
+    return {};
   });
 }
 
@@ -270,6 +305,62 @@ Result<void> MetadataDb::add_snapshot(std::string_view diff_id, std::string_view
   });
 }
 
+Result<void> MetadataDb::add_blob_source(std::string_view blob, std::string_view registry,
+                                         std::string_view repository) {
+  std::lock_guard lock(mutex_);
+  return write_transaction("add blob source", [&]() -> Result<void> {
+    Statement insert(db_,
+                     "INSERT INTO blob_sources (blob, registry, repository, updated) "
+                     "VALUES (?1, ?2, ?3, CAST(strftime('%s','now') AS INTEGER)) "
+                     "ON CONFLICT (blob, registry, repository) DO UPDATE SET updated = excluded.updated");
+    if (!insert.prepared() || insert.bind(1, blob).bind(2, registry).bind(3, repository).step() != SQLITE_DONE) {
+      return error("add blob source");
+    }
+    return {};
+  });
+}
+
+Result<std::vector<BlobSourceRecord>> MetadataDb::blob_sources(std::string_view blob) {
+  std::lock_guard lock(mutex_);
+  Statement select(db_,
+                   "SELECT registry, repository FROM blob_sources WHERE blob = ?1 "
+                   "ORDER BY updated DESC, registry, repository");
+  if (!select.prepared()) return error("read blob sources");
+  select.bind(1, blob);
+  std::vector<BlobSourceRecord> sources;
+  int rc;
+  while ((rc = select.step()) == SQLITE_ROW) sources.push_back({select.text(0), select.text(1)});
+  if (rc != SQLITE_DONE) return error("read blob sources");
+  return sources;
+}
+
+Result<void> MetadataDb::add_layer_variant(std::string_view source_blob, std::string_view compression,
+                                           std::string_view variant) {
+  std::lock_guard lock(mutex_);
+  return write_transaction("add layer variant", [&]() -> Result<void> {
+    Statement insert(db_,
+                     "INSERT INTO layer_variants (source_blob, compression, variant) VALUES (?1, ?2, ?3) "
+                     "ON CONFLICT (source_blob, compression) DO UPDATE SET variant = excluded.variant");
+    Statement link(db_, "INSERT OR IGNORE INTO links (parent, child) VALUES (?1, ?2)");
+    if (!insert.prepared() || insert.bind(1, source_blob).bind(2, compression).bind(3, variant).step() != SQLITE_DONE ||
+        !link.prepared() || link.bind(1, source_blob).bind(2, variant).step() != SQLITE_DONE) {
+      return error("add layer variant");
+    }
+    return {};
+  });
+}
+
+Result<std::optional<std::string>> MetadataDb::layer_variant(std::string_view source_blob,
+                                                             std::string_view compression) {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT variant FROM layer_variants WHERE source_blob = ?1 AND compression = ?2");
+  if (!select.prepared()) return error("read layer variant");
+  const int rc = select.bind(1, source_blob).bind(2, compression).step();
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  if (rc != SQLITE_ROW) return error("read layer variant");
+  return std::optional<std::string>(select.text(0));
+}
+
 namespace {
 
 // Reads all snapshot rows with `statement`; false on a step error.
@@ -330,6 +421,10 @@ Result<void> MetadataDb::forget(const std::vector<std::string>& removed_blobs,
       return {};
     };
     if (auto done = each("DELETE FROM links WHERE parent = ?1", removed_blobs); !done) return done;
+    if (auto done = each("DELETE FROM blob_sources WHERE blob = ?1", removed_blobs); !done) return done;
+    if (auto done = each("DELETE FROM layer_variants WHERE source_blob = ?1 OR variant = ?1", removed_blobs); !done) {
+      return done;
+    }
     if (auto done = each("DELETE FROM snapshots WHERE source_blob = ?1", dead_sources); !done) return done;
     return each("DELETE FROM snapshots WHERE diff_id = ?1", removed_snapshots);
   });

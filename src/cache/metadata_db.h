@@ -1,4 +1,5 @@
-// kiln.db: the store's metadata (refs, GC links, snapshots, leases) in SQLite.
+// kiln.db: the store's metadata (refs, GC links, snapshots, leases, blob sources, layer
+// variants) in SQLite.
 // Internal to src/cache: Store is its only user. The schema and its version are
 // described at the top of metadata_db.cpp, where they are written.
 #pragma once
@@ -28,6 +29,12 @@ struct SnapshotRecord {
   std::int64_t created = 0; // unix seconds
 };
 
+/// One row of blob_sources: the blob is in `repository` of `registry`.
+struct BlobSourceRecord {
+  std::string registry;    // a reference's domain: "docker.io", "127.0.0.1:5000"
+  std::string repository;  // the path in that registry: "library/alpine"
+};
+
 /// Everything collect_garbage() reads, taken in one read transaction so it is a
 /// consistent picture of the database.
 struct GcInputs {
@@ -45,7 +52,7 @@ struct GcInputs {
 class MetadataDb {
  public:
   /// The schema version this code reads and writes (see metadata_db.cpp).
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   /// Opens or creates the database at `file`, switches it to WAL and creates or checks
   /// the schema. Errors name the file: a database written by a newer kiln (higher
@@ -76,9 +83,22 @@ class MetadataDb {
   /// Records that snapshots/`dir` holds `diff_id`, extracted from `source_blob` (idempotent).
   Result<void> add_snapshot(std::string_view diff_id, std::string_view source_blob, std::string_view dir);
 
+  /// Records that `blob` is in `repository` of `registry` (idempotent; refreshes its time).
+  Result<void> add_blob_source(std::string_view blob, std::string_view registry, std::string_view repository);
+  /// Where `blob` is known to be, most recently recorded first.
+  Result<std::vector<BlobSourceRecord>> blob_sources(std::string_view blob);
+
+  /// Records that `variant` is layer `source_blob` recompressed as `compression`, and the
+  /// link source_blob -> variant, in one transaction. Replaces an earlier variant.
+  Result<void> add_layer_variant(std::string_view source_blob, std::string_view compression,
+                                 std::string_view variant);
+  /// The variant recorded for (`source_blob`, `compression`), or nullopt.
+  Result<std::optional<std::string>> layer_variant(std::string_view source_blob, std::string_view compression);
+
   /// Refs, leases, links and snapshots in one consistent read.
   Result<GcInputs> read_gc_inputs();
-  /// After GC removed files: drops the links out of `removed_blobs`, the snapshot rows
+  /// After GC removed files: drops the links out of, the blob sources of and the layer
+  /// variants from or to `removed_blobs`, the snapshot rows
   /// whose source is one of `dead_sources`, and all rows of `removed_snapshots` (diff_ids).
   Result<void> forget(const std::vector<std::string>& removed_blobs, const std::vector<std::string>& dead_sources,
                       const std::vector<std::string>& removed_snapshots);

@@ -585,6 +585,32 @@ Result<void> Store::add_links(const Digest& parent, const std::vector<Digest>& c
   return core_->db->add_links(parent.str(), texts);
 }
 
+Result<void> Store::add_blob_source(const Digest& digest, std::string_view registry, std::string_view repository) {
+  return core_->db->add_blob_source(digest.str(), registry, repository);
+}
+
+Result<std::vector<BlobSource>> Store::blob_sources(const Digest& digest) const {
+  auto records = core_->db->blob_sources(digest.str());
+  if (!records) return records.error();
+  std::vector<BlobSource> sources;
+  for (auto& record : *records) sources.push_back({std::move(record.registry), std::move(record.repository)});
+  return sources;
+}
+
+Result<void> Store::add_layer_variant(const Digest& source, LayerCompression compression, const Digest& variant) {
+  return core_->db->add_layer_variant(source.str(), to_string(compression), variant.str());
+}
+
+Result<std::optional<Digest>> Store::layer_variant(const Digest& source, LayerCompression compression) {
+  auto recorded = core_->db->layer_variant(source.str(), to_string(compression));
+  if (!recorded) return recorded.error();
+  if (!recorded->has_value()) return std::optional<Digest>();
+  auto variant = Digest::parse(**recorded);
+  if (!variant) return variant.error();
+  if (!has_blob(*variant)) return std::optional<Digest>();  // collected since: convert again
+  return std::optional<Digest>(std::move(variant).value());
+}
+
 Result<fs::path> Store::snapshot(const Digest& diff_id, const Digest& layer_blob) {
   const std::string context = "snapshot " + diff_id.str() + " from blob " + layer_blob.str();
   if (diff_id.algorithm() != "sha256") return Error{context + ": only sha256 diff_ids are supported"};

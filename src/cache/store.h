@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "cache/compression.h"
 #include "common/digest.h"
 #include "common/result.h"
 
@@ -52,6 +53,12 @@ struct GcStats {
   std::uint64_t snapshots_removed = 0;
   std::uint64_t tmp_entries_removed = 0;  // dead owners' work and abandoned partial downloads
   std::uint64_t bytes_freed = 0;          // total size of the regular files removed
+};
+
+/// A registry repository known to hold a blob (Docker's distribution-source).
+struct BlobSource {
+  std::string registry;    // a reference's domain: "docker.io", "127.0.0.1:5000"
+  std::string repository;  // the path in that registry: "library/alpine"
 };
 
 /// Receives the bytes of one blob and publishes it under its digest once they are verified.
@@ -143,6 +150,22 @@ class Store {
   /// and layers), so that GC keeps the children while the parent is reachable. Idempotent;
   /// the blobs need not be stored yet.
   Result<void> add_links(const Digest& parent, const std::vector<Digest>& children);
+
+  /// Records that blob `digest` is in `repository` of `registry` (pulled from or pushed
+  /// there), so that a push to another repository of the same registry can mount it
+  /// instead of uploading it. Idempotent; the record is refreshed. Forgotten when GC
+  /// removes the blob.
+  Result<void> add_blob_source(const Digest& digest, std::string_view registry, std::string_view repository);
+  /// Where `digest` is known to be, most recently recorded first; empty when nowhere.
+  Result<std::vector<BlobSource>> blob_sources(const Digest& digest) const;
+
+  /// Records that stored blob `variant` is layer blob `source` recompressed with
+  /// `compression`, and links source -> variant so that GC keeps the variant while the
+  /// source is reachable. Replaces an earlier record for the pair.
+  Result<void> add_layer_variant(const Digest& source, LayerCompression compression, const Digest& variant);
+  /// The stored variant of layer blob `source` in `compression` (leased like has_blob()),
+  /// or nullopt when none was recorded or it is no longer stored.
+  Result<std::optional<Digest>> layer_variant(const Digest& source, LayerCompression compression);
 
   /// The directory holding layer `diff_id` (sha256) extracted from the stored layer blob
   /// `layer_blob`: extracted once with apply_layer into tmp/, synced,

@@ -14,6 +14,9 @@ namespace kiln::cli {
 struct Command {
   CLI::App* app;             // the registered subcommand, owned by the parent app
   std::function<int()> run;  // does the work; returns the process exit status
+  // The exit status when kiln fails before the command's own work (bad usage, the rootless
+  // user namespace): 1, or 125 for `run`, as `docker run` reports its own failures.
+  int startup_failure_status = 1;
 };
 
 /// Prints `kiln: error: <message>` on stderr; returns the exit status for a failure.
@@ -25,7 +28,10 @@ inline int fail(const std::string& message) {
 /// Options that apply to every command. Filled in by CLI11 while parsing; read by the
 /// commands only once parsing is done.
 struct GlobalOptions {
-  std::string root;  // --root: the local store; empty means cache::Store::default_root()
+  // --root: the local store. main() replaces an empty value by cache::Store::default_root()
+  // before the commands run (and before entering the rootless user namespace, in which
+  // kiln is root and default_root() would pick /var/lib/kiln), so they see it filled in.
+  std::string root;
 };
 
 /// `kiln parse [--dump|--json] FILE`: parses a Dockerfile and reports what it holds.
@@ -34,5 +40,16 @@ Command add_parse_command(CLI::App& app);
 /// pull, images, tag, rmi, inspect, save, load, prune: images in the local store.
 /// `global` must outlive the returned commands.
 std::vector<Command> add_image_commands(CLI::App& app, const GlobalOptions& global);
+
+/// run, ps, rm: containers (`docker run` on the local store, see run_commands.cpp).
+/// `global` must outlive the returned commands.
+std::vector<Command> add_run_commands(CLI::App& app, const GlobalOptions& global);
+
+/// push: an image from the local store to registries (push_commands.cpp).
+/// `global` must outlive the returned command.
+Command add_push_command(CLI::App& app, const GlobalOptions& global);
+
+/// login, logout: registry logins in Docker's config.json or credential helper; no store.
+std::vector<Command> add_login_commands(CLI::App& app);
 
 }  // namespace kiln::cli

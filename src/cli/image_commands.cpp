@@ -5,6 +5,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cache/containers.h"
 #include "cache/store.h"
 #include "cli/commands.h"
 #include "oci/image.h"
@@ -17,9 +18,11 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-Result<cache::Store> open_store(const GlobalOptions& global) {
-  return cache::Store::open(global.root.empty() ? cache::Store::default_root() : std::filesystem::path(global.root));
+std::filesystem::path open_root(const GlobalOptions& global) {
+  return global.root.empty() ? cache::Store::default_root() : std::filesystem::path(global.root);
 }
+
+Result<cache::Store> open_store(const GlobalOptions& global) { return cache::Store::open(open_root(global)); }
 
 // An image as the store holds it: the manifest a ref points at, and its config.
 struct ImageRecord {
@@ -104,6 +107,7 @@ int run_images(const GlobalOptions& global) {
   if (!refs.ok()) return fail(refs.error().message);
   std::printf("%-40s %-16s %-14s %-22s %s\n", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
   for (const auto& [name, target] : *refs) {
+    if (name.starts_with('@')) continue;  // kiln's own refs, e.g. a container's hold on its image
     auto reference = oci::Reference::parse(name);
     auto image = load_image(*store, target);
     if (!reference.ok() || !image.ok()) continue;  // not an image manifest (e.g. an index ref)
@@ -157,12 +161,40 @@ int report_gc(cache::Store& store) {
   return 0;
 }
 
-int run_rmi(const GlobalOptions& global, const std::vector<std::string>& names) {
+// Docker's conflict: a container uses the image and `name` is the last name it has.
+Result<void> check_image_unused(const GlobalOptions& global, const cache::Store& store, const std::string& name,
+                                const oci::Reference& reference, const Digest& target) {
+  auto refs = store.list_refs();
+  if (!refs) return refs.error();
+  for (const auto& [other, other_target] : *refs) {
+    if (other_target == target && !other.starts_with('@') && other != reference.str()) return {};  // still named
+  }
+  auto containers = cache::ContainerStore(open_root(global)).list();
+  if (!containers) return containers.error();
+  for (const cache::ContainerRecord& container : *containers) {
+    if (container.manifest_digest != target.str()) continue;
+    const std::string image_id = container.config_digest.substr(container.config_digest.find(':') + 1, 12);
+    return Error{"conflict: unable to remove repository reference \"" + name + "\" (must force) - container " +
+                 container.short_id() + " is using its referenced image " + image_id};
+  }
+  return {};
+}
+
+int run_rmi(const GlobalOptions& global, const std::vector<std::string>& names, bool force) {
   auto store = open_store(global);
   if (!store.ok()) return fail(store.error().message);
   for (const std::string& name : names) {
     auto reference = oci::Reference::parse(name);
     if (!reference.ok()) return fail(reference.error().message);
+    auto target = store->get_ref(reference->str());
+    if (!target.ok()) return fail(target.error().message);
+    if (!target->has_value()) return fail("no such image: " + name);
+    if (!force) {
+      if (auto unused = check_image_unused(global, *store, name, *reference, **target); !unused.ok()) {
+        return fail(unused.error().message);
+      }
+    }
+    // A container's own ref (see cache/containers.h) keeps a forced image's blobs alive.
     auto removed = store->delete_ref(reference->str());
     if (!removed.ok()) return fail(removed.error().message);
     if (!*removed) return fail("no such image: " + name);
@@ -213,7 +245,8 @@ std::vector<Command> add_image_commands(CLI::App& app, const GlobalOptions& glob
   pull->add_option("reference", pull_args->reference, "Image reference, e.g. busybox or 127.0.0.1:5000/app:1")
       ->required();
   pull->add_option("--platform", pull_args->platform, "os/arch[/variant] to pull (default: this machine's)");
-  pull->add_option("--insecure-registry", pull_args->insecure_registries, "Use plain HTTP for this registry");
+  pull->add_option("--insecure-registry", pull_args->insecure_registries, "Use plain HTTP for this registry")
+      ->allow_extra_args(false);  // one value per flag: a list would swallow the reference
   commands.push_back({pull, [&global, pull_args] { return run_pull(global, *pull_args); }});
 
   CLI::App* images = app.add_subcommand("images", "List the images in the local store");
@@ -225,10 +258,15 @@ std::vector<Command> add_image_commands(CLI::App& app, const GlobalOptions& glob
   tag->add_option("target", tag_args->second, "The new name")->required();
   commands.push_back({tag, [&global, tag_args] { return run_tag(global, tag_args->first, tag_args->second); }});
 
-  auto rmi_names = std::make_shared<std::vector<std::string>>();
+  struct RmiArgs {
+    std::vector<std::string> names;
+    bool force = false;
+  };
+  auto rmi_args = std::make_shared<RmiArgs>();
   CLI::App* rmi = app.add_subcommand("rmi", "Remove image names, then free what nothing uses");
-  rmi->add_option("references", *rmi_names, "Images to remove")->required();
-  commands.push_back({rmi, [&global, rmi_names] { return run_rmi(global, *rmi_names); }});
+  rmi->add_option("references", rmi_args->names, "Images to remove")->required();
+  rmi->add_flag("-f,--force", rmi_args->force, "Remove the name even when a container uses the image");
+  commands.push_back({rmi, [&global, rmi_args] { return run_rmi(global, rmi_args->names, rmi_args->force); }});
 
   auto inspect_name = std::make_shared<std::string>();
   CLI::App* inspect = app.add_subcommand("inspect", "Print a stored image's manifest and config as JSON");

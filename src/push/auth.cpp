@@ -149,7 +149,18 @@ std::string docker_server_address(std::string_view registry) {
   return is_hub(registry) ? std::string(kHubServer) : std::string(registry);
 }
 
-Result<std::optional<Credentials>> run_credential_helper(std::string_view helper, std::string_view server_url) {
+namespace {
+
+// What a credential helper said: whether it exited 0, and its stdout, trimmed.
+struct HelperAnswer {
+  bool succeeded = false;
+  std::string output;
+  std::string failure;  // when !succeeded: its message cut to one line, or how it ended
+};
+
+// Runs `docker-credential-<helper> <action>` (found on $PATH) with `input` on stdin.
+// Errors: a bad helper name, a helper missing from $PATH, a failure to start it.
+Result<HelperAnswer> run_helper(std::string_view helper, const char* action, std::string_view input) {
   const std::string program = helper_program(helper);
   if (helper.empty() || helper.find('/') != std::string_view::npos) {
     return Error{"invalid credential helper name \"" + std::string(helper) + "\""};
@@ -172,8 +183,8 @@ Result<std::optional<Credentials>> run_credential_helper(std::string_view helper
   // Helpers report errors on stdout (that is the protocol); stderr is noise for the user.
   posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
   char arg0[] = "docker-credential";
-  char arg1[] = "get";
-  char* argv[] = {arg0, arg1, nullptr};
+  std::string arg1(action);
+  char* argv[] = {arg0, arg1.data(), nullptr};
   pid_t pid = -1;
   const int spawn_error = posix_spawn(&pid, path->c_str(), &actions, nullptr, argv, environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -192,7 +203,6 @@ Result<std::optional<Credentials>> run_credential_helper(std::string_view helper
   sigemptyset(&pipe_set);
   sigaddset(&pipe_set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-  std::string_view input = server_url;
   while (!input.empty()) {
     const ssize_t n = write(to_child[1], input.data(), input.size());
     if (n < 0 && errno == EINTR) continue;
@@ -224,18 +234,35 @@ Result<std::optional<Credentials>> run_credential_helper(std::string_view helper
   std::string_view text = output;
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    if (text == kNotFoundMessage) return std::optional<Credentials>();
+  HelperAnswer answer;
+  answer.succeeded = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  answer.output = std::string(text);
+  if (!answer.succeeded) {
     // The helper's own message, cut to one line: helpers write errors, not secrets, there.
-    std::string message(text.substr(0, std::min<std::size_t>(text.find('\n'), 200)));
-    if (message.empty()) message = WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status)) : "killed by a signal";
-    return Error{program + " get " + std::string(server_url) + ": " + message};
+    answer.failure = std::string(text.substr(0, std::min<std::size_t>(text.find('\n'), 200)));
+    if (answer.failure.empty()) {
+      answer.failure =
+          WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status)) : "killed by a signal";
+    }
+  }
+  return answer;
+}
+
+}  // namespace
+
+Result<std::optional<Credentials>> run_credential_helper(std::string_view helper, std::string_view server_url) {
+  const std::string program = helper_program(helper);
+  auto answer = run_helper(helper, "get", server_url);
+  if (!answer.ok()) return answer.error();
+  if (!answer->succeeded) {
+    if (answer->output == kNotFoundMessage) return std::optional<Credentials>();
+    return Error{program + " get " + std::string(server_url) + ": " + answer->failure};
   }
   try {
-    const json answer = json::parse(text);
+    const json document = json::parse(answer->output);
     Credentials credentials;
-    const std::string username = answer.value("Username", "");
-    const std::string secret = answer.value("Secret", "");
+    const std::string username = document.value("Username", "");
+    const std::string secret = document.value("Secret", "");
     if (username == "<token>") {
       credentials.identity_token = secret;
     } else {
@@ -248,6 +275,206 @@ Result<std::optional<Credentials>> run_credential_helper(std::string_view helper
     // Not e.what(): nlohmann quotes the text it choked on, which holds the secret.
     return Error{program + " get " + std::string(server_url) + ": answer is not the expected JSON"};
   }
+}
+
+Result<void> store_in_credential_helper(std::string_view helper, std::string_view server_url,
+                                        const Credentials& credentials) {
+  const bool token = !credentials.identity_token.empty();
+  const json request = {{"ServerURL", std::string(server_url)},
+                        {"Username", token ? std::string("<token>") : credentials.username},
+                        {"Secret", token ? credentials.identity_token : credentials.password}};
+  auto answer = run_helper(helper, "store", request.dump());
+  if (!answer.ok()) return answer.error();
+  if (!answer->succeeded) return Error{helper_program(helper) + " store " + std::string(server_url) + ": " + answer->failure};
+  return {};
+}
+
+Result<bool> erase_from_credential_helper(std::string_view helper, std::string_view server_url) {
+  auto answer = run_helper(helper, "erase", server_url);
+  if (!answer.ok()) return answer.error();
+  if (answer->succeeded) return true;
+  if (answer->output == kNotFoundMessage) return false;
+  return Error{helper_program(helper) + " erase " + std::string(server_url) + ": " + answer->failure};
+}
+
+// ---------------------------------------------------------------------------------------
+// kiln login / logout: writing Docker's config.json
+
+namespace {
+
+using ordered_json = nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+// The file a write must replace: `path`, or the file its symlink points to (Docker keeps
+// a symlinked config.json a symlink).
+fs::path write_target(const fs::path& path) {
+  std::error_code error;
+  if (!fs::is_symlink(path, error)) return path;
+  const fs::path target = fs::read_symlink(path, error);
+  if (error) return path;
+  return target.is_absolute() ? target : path.parent_path() / target;
+}
+
+// config.json as a JSON object with every member kept in order; an empty object when the
+// file does not exist.
+Result<ordered_json> read_config_object(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (errno == ENOENT || errno == ENOTDIR) return ordered_json::object();
+    return Error{path.string() + ": cannot read: " + std::strerror(errno)};
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return Error{path.string() + ": cannot read"};
+  if (text.str().find_first_not_of(" \t\r\n") == std::string::npos) return ordered_json::object();
+  ordered_json document;
+  try {
+    document = ordered_json::parse(text.str());
+  } catch (const ordered_json::parse_error& e) {
+    // e.what() quotes the text around the error, which may be a secret: only the position.
+    return Error{path.string() + ": invalid JSON at byte " + std::to_string(e.byte)};
+  }
+  if (document.is_null()) return ordered_json::object();
+  if (!document.is_object()) return Error{path.string() + ": not a JSON object"};
+  return document;
+}
+
+// Replaces `path` by `document` (tab-indented, as Docker writes it), mode 0600: a temp file
+// beside it, fsynced, renamed over it, the directory fsynced.
+Result<void> write_config_object(const fs::path& path, const ordered_json& document) {
+  const fs::path target = write_target(path);
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  fs::path prefix;  // mkdir -p, as Docker's MkdirAll(dir, 0700)
+  for (const auto& part : dir) {
+    prefix /= part;
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Error{"mkdir " + prefix.string() + ": " + std::strerror(errno)};
+    }
+  }
+  std::string temp = (dir / (target.filename().string() + ".kiln-XXXXXX")).string();
+  const int fd = ::mkostemp(temp.data(), O_CLOEXEC);  // mode 0600
+  if (fd < 0) return Error{"create " + temp + ": " + std::strerror(errno)};
+  const std::string text = document.dump(1, '\t') + "\n";
+  std::string_view left = text;
+  int failure = 0;
+  const char* failed_call = nullptr;
+  while (!left.empty() && failure == 0) {
+    const ssize_t n = ::write(fd, left.data(), left.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      failure = errno;
+      failed_call = "write";
+      break;
+    }
+    left.remove_prefix(static_cast<std::size_t>(n));
+  }
+  struct stat old{};
+  if (failure == 0 && ::stat(target.c_str(), &old) == 0 && geteuid() == 0 &&
+      ::fchown(fd, old.st_uid, old.st_gid) != 0) {
+    // `sudo kiln login` must not take the user's config.json away from them.
+    failure = errno;
+    failed_call = "fchown";
+  }
+  if (failure == 0 && ::fchmod(fd, 0600) != 0) {
+    failure = errno;
+    failed_call = "fchmod";
+  }
+  if (failure == 0 && ::fsync(fd) != 0) {
+    failure = errno;
+    failed_call = "fsync";
+  }
+  ::close(fd);
+  if (failure == 0 && ::rename(temp.c_str(), target.c_str()) != 0) {
+    failure = errno;
+    failed_call = "rename";
+  }
+  if (failure != 0) {
+    ::unlink(temp.c_str());
+    return Error{std::string(failed_call) + " " + (std::string_view(failed_call) == "rename" ? target.string() : temp) +
+                 ": " + std::strerror(failure)};
+  }
+  if (const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+  return {};
+}
+
+// The credential helper config.json assigns to `server`: credHelpers[server], else
+// credsStore; empty for none.
+std::string configured_helper(const ordered_json& config, const std::string& server) {
+  if (auto helpers = config.find("credHelpers"); helpers != config.end() && helpers->is_object()) {
+    if (auto helper = helpers->find(server); helper != helpers->end() && helper->is_string()) {
+      return helper->get<std::string>();
+    }
+  }
+  if (auto store = config.find("credsStore"); store != config.end() && store->is_string()) {
+    return store->get<std::string>();
+  }
+  return {};
+}
+
+ordered_json& auths_of(ordered_json& config) {
+  auto& auths = config["auths"];
+  if (!auths.is_object()) auths = ordered_json::object();
+  return auths;
+}
+
+}  // namespace
+
+std::string login_registry(std::string_view text) {
+  const std::string_view host = key_hostname(text);
+  if (is_hub(host)) return "docker.io";
+  return std::string(host);
+}
+
+Result<std::string> store_login(const fs::path& config_path, std::string_view registry, const Credentials& credentials) {
+  const fs::path path = config_path.empty() ? DockerConfig::default_path() : config_path;
+  const std::string server = docker_server_address(login_registry(registry));
+  auto config = read_config_object(path);
+  if (!config.ok()) return config.error();
+  ordered_json entry = ordered_json::object();
+  std::string where = path.string();
+  if (const std::string helper = configured_helper(*config, server); !helper.empty()) {
+    if (auto stored = store_in_credential_helper(helper, server, credentials); !stored.ok()) return stored.error();
+    where = helper_program(helper);
+    // Docker leaves an empty entry, so it lists the registry as logged in.
+  } else {
+    if (!credentials.username.empty() || !credentials.password.empty()) {
+      entry["auth"] = base64_encode(credentials.username + ":" + credentials.password);
+    }
+    if (!credentials.identity_token.empty()) entry["identitytoken"] = credentials.identity_token;
+  }
+  auths_of(*config)[server] = std::move(entry);
+  if (auto written = write_config_object(path, *config); !written.ok()) return written.error();
+  return where;
+}
+
+Result<bool> erase_login(const fs::path& config_path, std::string_view registry) {
+  const fs::path path = config_path.empty() ? DockerConfig::default_path() : config_path;
+  const std::string host = login_registry(registry);
+  const std::string server = docker_server_address(host);
+  auto config = read_config_object(path);
+  if (!config.ok()) return config.error();
+  bool removed = false;
+  if (const std::string helper = configured_helper(*config, server); !helper.empty()) {
+    auto erased = erase_from_credential_helper(helper, server);
+    if (!erased.ok()) return erased.error();
+    removed = *erased;
+  }
+  if (auto auths = config->find("auths"); auths != config->end() && auths->is_object()) {
+    std::vector<std::string> keys;
+    for (const auto& [key, value] : auths->items()) {
+      const std::string_view key_host = key_hostname(key);
+      if (key == server || key_host == host || (is_hub(host) && is_hub(key_host))) keys.push_back(key);
+    }
+    for (const auto& key : keys) auths->erase(key);
+    if (!keys.empty()) {
+      removed = true;
+      if (auto written = write_config_object(path, *config); !written.ok()) return written.error();
+    }
+  }
+  return removed;
 }
 
 std::filesystem::path DockerConfig::default_path() {

@@ -75,6 +75,39 @@ std::string docker_server_address(std::string_view registry);
 /// Blocks until the helper exits. Thread-safe.
 Result<std::optional<Credentials>> run_credential_helper(std::string_view helper, std::string_view server_url);
 
+/// Runs `docker-credential-<helper> store` with `{"ServerURL","Username","Secret"}` on
+/// stdin (Username `<token>` and the identity token as Secret when there is one).
+/// Errors: as run_credential_helper(), or the helper's own one-line failure message.
+Result<void> store_in_credential_helper(std::string_view helper, std::string_view server_url,
+                                        const Credentials& credentials);
+/// Runs `docker-credential-<helper> erase` with `server_url` on stdin; false when the helper
+/// had nothing stored for it. Errors: as store_in_credential_helper().
+Result<bool> erase_from_credential_helper(std::string_view helper, std::string_view server_url);
+
+/// The registry a user named for `kiln login`/`logout`, as references spell it:
+/// "https://host:5000/v2/" -> "host:5000"; Docker Hub's names (index.docker.io,
+/// registry-1.docker.io, https://index.docker.io/v1/) -> "docker.io".
+std::string login_registry(std::string_view text);
+
+/// Stores a verified login for `registry` exactly where `docker login` would, so either tool
+/// reads the other's: under the key docker_server_address(registry), through the credential
+/// helper config.json names for it (`credHelpers`, else `credsStore`; config.json then gets
+/// an empty `auths` entry, as Docker leaves), else inline in config.json as
+/// `{"auth": base64(user:password)}` (or `identitytoken`). The rest of config.json is kept as
+/// it is; the file is replaced atomically (temp file, fsync, rename; a symlink's target is
+/// replaced) with mode 0600, its directory created with mode 0700. `config_path` empty:
+/// DockerConfig::default_path(). Returns where the secret went: the helper program or the
+/// file. Errors: unreadable or invalid config.json, a missing or failing helper, I/O; never
+/// containing the secret.
+Result<std::string> store_login(const std::filesystem::path& config_path, std::string_view registry,
+                                const Credentials& credentials);
+
+/// Removes the login for `registry` as `docker logout` does: from the configured credential
+/// helper, and every `auths` entry of config.json naming the same host (`host`,
+/// `https://host`, `http://host/v1/`, ...), file rewritten as store_login() does. Returns
+/// false when there was no login to remove. Errors: as store_login().
+Result<bool> erase_login(const std::filesystem::path& config_path, std::string_view registry);
+
 /// Docker's client configuration file (only the parts about credentials).
 /// Immutable after load; lookup() is thread-safe.
 class DockerConfig final : public CredentialSource {

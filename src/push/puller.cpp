@@ -159,6 +159,13 @@ Result<PulledImage> pull(const oci::Reference& reference, const oci::Platform& p
   const auto report = [&](PullProgress::Stage stage, const oci::Descriptor& layer) {
     if (options.progress) options.progress({stage, layer.digest, static_cast<std::uint64_t>(layer.size)});
   };
+  // Where the blobs came from, so that a push to another repository of this registry
+  // can mount them. A hint: losing it costs an upload later, not correctness.
+  const auto remember_source = [&](const Digest& blob) {
+    if (auto recorded = store.add_blob_source(blob, reference.domain, repository); !recorded.ok()) {
+      spdlog::warn("{}", recorded.error().message);
+    }
+  };
   const auto bring_in = [&](LayerJob& job) -> Result<void> {
     const oci::Descriptor& layer = job.descriptor;
     if (store.has_blob(layer.digest)) {
@@ -179,6 +186,7 @@ Result<PulledImage> pull(const oci::Reference& reference, const oci::Platform& p
       }
       report(PullProgress::Stage::layer_downloaded, layer);
     }
+    remember_source(layer.digest);
     auto snapshot = store.snapshot(job.diff_id, layer.digest);
     if (!snapshot.ok()) {
       return Error{"pull " + reference.repository() + ": layer " + layer.digest.str() + ": " + snapshot.error().message};
@@ -217,6 +225,7 @@ Result<PulledImage> pull(const oci::Reference& reference, const oci::Platform& p
   if (!stored_manifest.ok()) return pull_error(reference, stored_manifest.error().message);
   pulled.manifest_digest = *stored_manifest;
   pulled.config_digest = *stored_config;
+  remember_source(pulled.config_digest);
   std::vector<Digest> children{*stored_config};
   for (const auto& job : jobs) {
     children.push_back(job.descriptor.digest);

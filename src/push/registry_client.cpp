@@ -3,10 +3,12 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "common/log.h"
@@ -62,6 +64,18 @@ std::string registry_messages(const std::string& body) {
   }
 }
 
+// The codes of a distribution error body (BLOB_UPLOAD_UNKNOWN, ...); empty when it has none.
+std::set<std::string> registry_codes(const std::string& body) {
+  std::set<std::string> codes;
+  try {
+    const json document = json::parse(body);
+    for (const auto& error : document.at("errors")) codes.insert(error.value("code", ""));
+  } catch (const json::exception&) {
+  }
+  codes.erase("");
+  return codes;
+}
+
 // Content-Type without parameters, lower-cased.
 std::string bare_media_type(std::string_view value) {
   value = value.substr(0, value.find(';'));
@@ -84,6 +98,58 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view valu
   const std::time_t at = timegm(&when);
   const std::time_t now = std::time(nullptr);
   return std::chrono::seconds(at > now ? at - now : 0);
+}
+
+std::string pull_scope(std::string_view repository) { return "repository:" + std::string(repository) + ":pull"; }
+
+// Docker asks for both for every request of a push, so that one token serves them all.
+std::vector<std::string> push_scopes(std::string_view repository) {
+  return {"repository:" + std::string(repository) + ":pull,push"};
+}
+
+// Query values as Go's url.Values.Encode() writes them (`sha256%3A...`): what registries
+// see from docker and containerd.
+std::string query_escape(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    }
+  }
+  return out;
+}
+
+std::string with_query(std::string url, std::string_view name, std::string_view value) {
+  url += url.find('?') == std::string::npos ? '?' : '&';
+  url += name;
+  url += '=';
+  url += query_escape(value);
+  return url;
+}
+
+// The bytes a registry says it holds, from a `Range: 0-<last byte>` header (distribution
+// writes it without a unit; some registries write `bytes=`). Distribution answers "0-0"
+// for an empty upload as well as for one byte: read as empty, the safe side (a byte sent
+// twice fails the digest check, and the upload starts over).
+std::optional<std::uint64_t> parse_upload_range(std::string_view value) {
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  if (value.starts_with("bytes=") || value.starts_with("bytes ")) value.remove_prefix(6);
+  const std::size_t dash = value.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  const std::string_view first = value.substr(0, dash);
+  const std::string_view last = value.substr(dash + 1);
+  const auto is_number = [](std::string_view text) {
+    return !text.empty() && text.size() < 20 &&
+           std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (!is_number(first) || !is_number(last) || first != "0") return std::nullopt;
+  const std::uint64_t end = std::stoull(std::string(last));
+  return end == 0 ? 0 : end + 1;
 }
 
 }  // namespace
@@ -155,7 +221,20 @@ std::chrono::milliseconds RegistryClient::backoff(int failures, const Response* 
 Result<Response> RegistryClient::perform(std::string_view repository, const std::string& what,
                                          const Attempt& attempt) {
   std::vector<std::string> scopes;
-  if (!repository.empty()) scopes.push_back("repository:" + std::string(repository) + ":pull");
+  if (!repository.empty()) scopes.push_back(pull_scope(repository));
+  return perform(repository, scopes, what, attempt);
+}
+
+void RegistryClient::wait(std::chrono::milliseconds delay) {
+  if (options_.retry.sleep) {
+    options_.retry.sleep(delay);
+  } else {
+    std::this_thread::sleep_for(delay);
+  }
+}
+
+Result<Response> RegistryClient::perform(std::string_view repository, const std::vector<std::string>& scopes,
+                                         const std::string& what, const Attempt& attempt, bool retry_transient) {
   bool reauthenticated = false;
   int failures = 0;
   while (true) {
@@ -170,7 +249,7 @@ Result<Response> RegistryClient::perform(std::string_view repository, const std:
       if (*retry) continue;
     }
     const bool transient = response.ok() ? is_transient(response->status) : !state.fatal;
-    if (!transient) {
+    if (!transient || !retry_transient) {
       if (!response.ok()) return failure(repository, what, response.error().message);
       return response;
     }
@@ -184,11 +263,7 @@ Result<Response> RegistryClient::perform(std::string_view repository, const std:
     spdlog::info("{}: {}: {}; retrying in {} ms", registry_, what,
                  auth_.redact(response.ok() ? status_text(response->status) : response.error().message),
                  delay.count());
-    if (options_.retry.sleep) {
-      options_.retry.sleep(delay);
-    } else {
-      std::this_thread::sleep_for(delay);
-    }
+    wait(delay);
   }
 }
 
@@ -352,6 +427,332 @@ Result<Digest> RegistryClient::fetch_blob(std::string_view repository, const Dig
   auto committed = writer.commit();
   if (!committed.ok()) return failure(repository, what, committed.error().message);
   return committed;
+}
+
+// ---------------------------------------------------------------------------------------
+// Pushing
+
+Result<std::optional<std::uint64_t>> RegistryClient::stat_blob(std::string_view repository, const Digest& digest) {
+  const std::string what = "blob " + digest.str();
+  auto response = perform(repository, push_scopes(repository), what,
+                          [&](const std::optional<std::string>& authorization, AttemptState&) {
+                            Request request;
+                            request.method = "HEAD";
+                            request.url = url(repository, "blobs", digest.str());
+                            if (authorization) request.headers.set("Authorization", *authorization);
+                            return http_.send(std::move(request));
+                          });
+  if (!response.ok()) return response.error();
+  if (response->status == 404) return std::optional<std::uint64_t>();
+  if (response->status != 200) return failure(repository, what, *response);
+  std::uint64_t size = 0;
+  if (auto length = response->headers.get("Content-Length")) {
+    try {
+      size = std::stoull(*length);
+    } catch (const std::exception&) {
+    }
+  }
+  return std::optional<std::uint64_t>(size);
+}
+
+Result<UploadSession> RegistryClient::session_from(std::string_view repository, const std::string& what,
+                                                   const Response& response, std::uint64_t min_chunk) {
+  const auto location = response.headers.get("Location");
+  if (!location) return failure(repository, what, "the registry answered " + std::to_string(response.status) +
+                                                      " without a Location for the upload");
+  auto resolved = resolve_url(response.url, *location);
+  if (!resolved.ok()) return failure(repository, what, resolved.error().message);
+  UploadSession session;
+  session.location = std::move(*resolved);
+  session.min_chunk = min_chunk;
+  if (auto minimum = response.headers.get("OCI-Chunk-Min-Length")) {
+    try {
+      session.min_chunk = std::stoull(*minimum);
+    } catch (const std::exception&) {
+    }
+  }
+  if (auto range = response.headers.get("Range")) session.offset = parse_upload_range(*range).value_or(0);
+  return session;
+}
+
+Result<UploadStart> RegistryClient::start_upload(std::string_view repository, const Digest& digest,
+                                                 std::optional<std::string_view> mount_from) {
+  std::vector<std::string> scopes = push_scopes(repository);
+  std::string what = "upload blob " + digest.str();
+  std::string target = base_url_ + "/v2/" + std::string(repository) + "/blobs/uploads/";
+  if (mount_from) {
+    // The token must also grant pull on the repository the blob comes from.
+    scopes.push_back(pull_scope(*mount_from));
+    what = "mount blob " + digest.str() + " from " + std::string(*mount_from);
+    target = with_query(with_query(target, "mount", digest.str()), "from", *mount_from);
+  }
+  auto response = perform(repository, scopes, what, [&](const std::optional<std::string>& authorization, AttemptState&) {
+    Request request;
+    request.method = "POST";
+    request.url = target;
+    request.headers.set("Content-Length", "0");
+    if (authorization) request.headers.set("Authorization", *authorization);
+    request.max_body = 1u << 20;
+    return http_.send(std::move(request));
+  });
+  if (!response.ok()) return response.error();
+  UploadStart start;
+  if (response->status == 201 && mount_from) {
+    start.mounted = true;
+    return start;
+  }
+  if (response->status != 202) return failure(repository, what, *response);
+  auto session = session_from(repository, what, *response, 0);
+  if (!session.ok()) return session.error();
+  session->offset = 0;  // a fresh session holds nothing, whatever its Range says
+  start.session = std::move(*session);
+  return start;
+}
+
+Result<std::optional<UploadSession>> RegistryClient::upload_status(std::string_view repository,
+                                                                   const UploadSession& session,
+                                                                   const std::string& what) {
+  auto response = perform(repository, push_scopes(repository), what + " (upload status)",
+                          [&](const std::optional<std::string>& authorization, AttemptState&) {
+                            Request request;
+                            request.url = session.location;
+                            if (authorization) request.headers.set("Authorization", *authorization);
+                            request.max_body = 1u << 20;
+                            return http_.send(std::move(request));
+                          });
+  if (!response.ok()) return response.error();
+  // 404 BLOB_UPLOAD_UNKNOWN, or 400 BLOB_UPLOAD_INVALID from a registry (distribution)
+  // that cancels a session whose state token lags behind its data: either way, gone.
+  if (response->status == 404 || response->status == 400) return std::optional<UploadSession>();
+  if (response->status != 204 && response->status != 200) return failure(repository, what, *response);
+  auto current = session_from(repository, what, *response, session.min_chunk);
+  if (!current.ok()) return current.error();
+  if (!response->headers.has("Range")) current->offset = 0;
+  return std::optional<UploadSession>(std::move(*current));
+}
+
+Result<Digest> RegistryClient::upload_blob(std::string_view repository, const Digest& digest, std::uint64_t size,
+                                           const BlobReadAt& read, UploadSession session,
+                                           const UploadOptions& options) {
+  const std::string what = "upload blob " + digest.str();
+  const std::vector<std::string> scopes = push_scopes(repository);
+  const auto report = [&](std::uint64_t bytes) {
+    if (options.progress) options.progress(bytes);
+  };
+  std::optional<Error> read_error;  // set by a body reader: the local file failed, not the network
+  std::optional<Error> broken;      // set on an answer that makes no sense: not worth a retry
+
+  // Sends [from, from + length) of the blob as the body of `request`.
+  const auto stream_body = [&](Request& request, std::uint64_t from, std::uint64_t length) {
+    request.body_size = length;
+    request.body_reader = [&read, &read_error, &report, size, from, length, at = from](char* buffer,
+                                                                                 std::size_t capacity) mutable
+        -> Result<std::size_t> {
+      const std::uint64_t left = from + length - at;
+      if (left == 0) return std::size_t{0};
+      auto n = read(at, buffer, static_cast<std::size_t>(std::min<std::uint64_t>(capacity, left)));
+      if (!n.ok()) {
+        read_error = n.error();
+        return n.error();
+      }
+      if (*n == 0) {
+        read_error = Error{"the blob ended at byte " + std::to_string(at) + " of " + std::to_string(size)};
+        return *read_error;
+      }
+      at += *n;
+      report(at);
+      return *n;
+    };
+  };
+  // The whole blob in memory, for a monolithic PUT (which a redirect can then replay).
+  const auto whole_blob = [&]() -> Result<std::string> {
+    std::string bytes(static_cast<std::size_t>(size), '\0');
+    std::uint64_t at = 0;
+    while (at < size) {
+      auto n = read(at, bytes.data() + at, static_cast<std::size_t>(size - at));
+      if (!n.ok()) return n.error();
+      if (*n == 0) return Error{"the blob ended at byte " + std::to_string(at) + " of " + std::to_string(size)};
+      at += *n;
+    }
+    return bytes;
+  };
+  // One request without retries: transient failures come back to the loop below.
+  const auto send = [&](const std::function<Request(const std::optional<std::string>&)>& make) {
+    return perform(repository, scopes, what,
+                   [&](const std::optional<std::string>& authorization, AttemptState& state) -> Result<Response> {
+                     auto response = http_.send(make(authorization));
+                     if (read_error) state.fatal = true;
+                     return response;
+                   },
+                   /*retry_transient=*/false);
+  };
+  const auto complete_url = [&] { return with_query(session.location, "digest", digest.str()); };
+
+  int failures = 0;
+  std::uint64_t best_offset = session.offset;  // the furthest the registry has confirmed
+  // Moves to `next`; confirmed progress gives the retry budget back.
+  const auto advance = [&](UploadSession next) {
+    session = std::move(next);
+    if (session.offset > best_offset) {
+      best_offset = session.offset;
+      failures = 0;
+    }
+  };
+
+  // The blob in one PUT that also completes it.
+  const auto put_whole = [&]() -> Result<Response> {
+    auto bytes = whole_blob();
+    if (!bytes.ok()) {
+      read_error = bytes.error();
+      return bytes.error();
+    }
+    auto outcome = send([&](const std::optional<std::string>& authorization) {
+      Request request;
+      request.method = "PUT";
+      request.url = complete_url();
+      request.headers.set("Content-Type", "application/octet-stream");
+      if (authorization) request.headers.set("Authorization", *authorization);
+      request.body = *bytes;
+      request.max_body = 1u << 20;
+      return request;
+    });
+    if (outcome.ok() && outcome->status == 201) report(size);
+    return outcome;
+  };
+  // PATCHes from the session's offset to the end, then the completing PUT. Returns the
+  // first answer that was not a success, or the PUT's.
+  const auto patch_rest = [&]() -> Result<Response> {
+    const std::uint64_t chunk = std::max<std::uint64_t>({options.chunk_size, session.min_chunk, 1});
+    while (session.offset < size) {
+      const std::uint64_t from = session.offset;
+      const std::uint64_t length = std::min(chunk, size - from);
+      auto outcome = send([&](const std::optional<std::string>& authorization) {
+        Request request;
+        request.method = "PATCH";
+        request.url = session.location;
+        request.headers.set("Content-Type", "application/octet-stream");
+        request.headers.set("Content-Range", std::to_string(from) + "-" + std::to_string(from + length - 1));
+        if (authorization) request.headers.set("Authorization", *authorization);
+        request.max_body = 1u << 20;
+        stream_body(request, from, length);
+        return request;
+      });
+      if (read_error || !outcome.ok() || outcome->status != 202) return outcome;
+      auto next = session_from(repository, what, *outcome, session.min_chunk);
+      if (next.ok() && !outcome->headers.has("Range")) next->offset = from + length;
+      if (next.ok() && next->offset > size) {
+        next = failure(repository, what, "the registry reports " + std::to_string(next->offset) + " bytes of a " +
+                                             std::to_string(size) + "-byte blob");
+      }
+      if (!next.ok()) {
+        broken = next.error();  // the registry does not speak the protocol: retrying will not help
+        return next.error();
+      }
+      advance(std::move(*next));
+    }
+    return send([&](const std::optional<std::string>& authorization) {
+      Request request;
+      request.method = "PUT";
+      request.url = complete_url();
+      request.headers.set("Content-Length", "0");
+      if (authorization) request.headers.set("Authorization", *authorization);
+      request.max_body = 1u << 20;
+      return request;
+    });
+  };
+  // After a failure: where does the upload stand? Continues the session from there, or
+  // opens a new one when it is gone. True when the blob turns out to be complete (a PUT
+  // whose answer was lost).
+  const auto recover = [&]() -> Result<bool> {
+    auto status = upload_status(repository, session, what);
+    if (status.ok() && status->has_value() && (**status).offset <= size) {
+      advance(std::move(**status));
+      report(session.offset);
+      return false;
+    }
+    if (!status.ok()) spdlog::info("{}", status.error().message);
+    auto present = stat_blob(repository, digest);
+    if (present.ok() && present->has_value()) return true;
+    auto fresh = start_upload(repository, digest);
+    if (!fresh.ok()) return fresh.error();
+    session = std::move(fresh->session);
+    report(0);
+    return false;
+  };
+
+  while (true) {
+    auto outcome = session.offset == 0 && size <= options.monolithic_max ? put_whole() : patch_rest();
+    if (read_error) return failure(repository, what, "reading the blob: " + read_error->message);
+    if (broken) return *broken;
+    if (outcome.ok() && outcome->status == 201) {
+      if (auto stored = outcome->headers.get("Docker-Content-Digest"); stored && *stored != digest.str()) {
+        return failure(repository, what, "the registry stored the bytes as " + *stored);
+      }
+      return digest;
+    }
+    // Retried: the network and transient statuses, and a session the registry lost or
+    // declared invalid (distribution cancels one whose data moved past its state token);
+    // any other refusal would only repeat.
+    bool retryable = !outcome.ok() || is_transient(outcome->status);
+    if (outcome.ok() && !retryable) {
+      const auto codes = registry_codes(outcome->body);
+      retryable = codes.contains("BLOB_UPLOAD_UNKNOWN") || codes.contains("BLOB_UPLOAD_INVALID") ||
+                  (codes.empty() && (outcome->status == 404 || outcome->status == 416));
+    }
+    if (outcome.ok() && !retryable) return failure(repository, what, *outcome);
+    if (++failures >= options_.retry.max_attempts) {
+      if (!outcome.ok()) return outcome.error();
+      return failure(repository, what, *outcome);
+    }
+    const auto delay = backoff(failures, outcome.ok() ? &*outcome : nullptr);
+    // A failed request's error already names registry, repository and blob.
+    spdlog::info("{}; resuming in {} ms",
+                 outcome.ok() ? registry_ + "/" + std::string(repository) + ": " + what + ": " + status_text(outcome->status)
+                              : outcome.error().message,
+                 delay.count());
+    wait(delay);
+    auto complete = recover();
+    if (!complete.ok()) return complete.error();
+    if (*complete) return digest;
+  }
+}
+
+Result<void> RegistryClient::cancel_upload(std::string_view repository, const UploadSession& session) {
+  auto response = perform(repository, push_scopes(repository), "cancel upload",
+                          [&](const std::optional<std::string>& authorization, AttemptState&) {
+                            Request request;
+                            request.method = "DELETE";
+                            request.url = session.location;
+                            if (authorization) request.headers.set("Authorization", *authorization);
+                            request.max_body = 1u << 20;
+                            return http_.send(std::move(request));
+                          });
+  if (!response.ok()) return response.error();
+  if (response->status >= 300 && response->status != 404) return failure(repository, "cancel upload", *response);
+  return {};
+}
+
+Result<Digest> RegistryClient::put_manifest(std::string_view repository, std::string_view reference,
+                                            std::string_view bytes, std::string_view media_type) {
+  const std::string what = "put manifest " + std::string(reference);
+  const Digest digest = Digest::sha256_of(bytes);
+  auto response = perform(repository, push_scopes(repository), what,
+                          [&](const std::optional<std::string>& authorization, AttemptState&) {
+                            Request request;
+                            request.method = "PUT";
+                            request.url = url(repository, "manifests", reference);
+                            request.headers.set("Content-Type", std::string(media_type));
+                            if (authorization) request.headers.set("Authorization", *authorization);
+                            request.body = std::string(bytes);
+                            request.max_body = 1u << 20;
+                            return http_.send(std::move(request));
+                          });
+  if (!response.ok()) return response.error();
+  if (response->status != 201 && response->status != 200) return failure(repository, what, *response);
+  if (auto stored = response->headers.get("Docker-Content-Digest"); stored && *stored != digest.str()) {
+    return failure(repository, what, "the registry stored the manifest as " + *stored + ", not " + digest.str());
+  }
+  return digest;
 }
 
 }  // namespace kiln::push

@@ -1,6 +1,8 @@
 // The distribution API v2 (OCI distribution spec) for one registry: ping, manifests by
-// tag or digest, blobs with streaming verification and resume. Authentication, retries
-// and redirects happen inside; callers see content or a clear Error.
+// tag or digest, blobs with streaming verification and resume; and for pushes: blob
+// HEAD, cross-repository mount, monolithic and chunked uploads that resume where the
+// registry says it stands, manifest PUT. Authentication, retries and redirects happen
+// inside; callers see content or a clear Error.
 #pragma once
 
 #include <chrono>
@@ -44,6 +46,32 @@ struct ManifestBytes {
   std::string bytes;       // the document; its sha256 is `digest`
   std::string media_type;  // Content-Type, or the document's mediaType when that is missing or generic
   Digest digest;
+};
+
+/// An upload session the registry opened for one blob. Plain data.
+struct UploadSession {
+  std::string location;         // absolute URL of the next request, with the registry's query (its state token)
+  std::uint64_t offset = 0;     // bytes of the blob the registry holds
+  std::uint64_t min_chunk = 0;  // OCI-Chunk-Min-Length: the smallest PATCH but the last it takes; 0 = any
+};
+
+/// What start_upload() got from the registry. Plain data.
+struct UploadStart {
+  bool mounted = false;   // 201: the mount worked, the blob is in the repository; `session` is unset
+  UploadSession session;  // 202: where to upload the bytes
+};
+
+/// Reads up to `capacity` bytes of the blob being uploaded, starting at byte `offset`, into
+/// `buffer`; returns how many it read (0 only past the end).
+using BlobReadAt = std::function<Result<std::size_t>(std::uint64_t offset, char* buffer, std::size_t capacity)>;
+
+/// How upload_blob() sends a blob. Plain data.
+struct UploadOptions {
+  std::uint64_t monolithic_max = 4u << 20;  // blobs up to this size go in one PUT (kept in memory)
+  std::uint64_t chunk_size = 32u << 20;     // larger ones in PATCHes of this size (or the registry's minimum)
+  /// Called (from the uploading thread) with how many bytes of the blob the registry has or
+  /// is being sent; goes back after a resume from an earlier offset. May be empty.
+  std::function<void(std::uint64_t bytes)> progress;
 };
 
 /// `https://registry-1.docker.io` for docker.io, `http://<registry>` for loopback and
@@ -91,6 +119,41 @@ class RegistryClient {
   Result<Digest> fetch_blob(std::string_view repository, const Digest& digest,
                             std::optional<std::uint64_t> expected_size, cache::BlobWriter& writer);
 
+  // ---- pushing: every request asks for `repository:<path>:pull,push` access ----
+
+  /// HEAD of blob `digest` in `repository`: its size when the repository has it, nullopt
+  /// when not (404). Errors: 401/403 and other failures, naming registry and repository.
+  Result<std::optional<std::uint64_t>> stat_blob(std::string_view repository, const Digest& digest);
+
+  /// Opens an upload in `repository` (POST .../blobs/uploads/). With `mount_from` set (a
+  /// repository of this registry known to hold `digest`), asks the registry to mount the
+  /// blob from there (`?mount=<digest>&from=<repo>`, with pull access to that repository
+  /// too); a registry that cannot, or does not find it there, opens a session instead.
+  Result<UploadStart> start_upload(std::string_view repository, const Digest& digest,
+                                   std::optional<std::string_view> mount_from = std::nullopt);
+
+  /// Sends blob `digest` (`size` bytes, read with `read`) into `session` and completes it
+  /// with `PUT <location>?digest=`: in one PUT when it is at most options.monolithic_max
+  /// bytes, else in PATCHes of options.chunk_size with Content-Range. After a dropped
+  /// connection, a 5xx or a 429 (honouring Retry-After), asks the registry where the upload
+  /// stands (GET on the session: its Range) and goes on from there; when the registry lost
+  /// the session, opens a new one (or finds the blob complete). Retries per the policy,
+  /// counting only failures without progress. Returns the digest the registry confirmed.
+  /// Errors: refusals naming registry and repository, the retry budget spent, a read
+  /// error, a registry that stored different bytes.
+  Result<Digest> upload_blob(std::string_view repository, const Digest& digest, std::uint64_t size,
+                             const BlobReadAt& read, UploadSession session, const UploadOptions& options = {});
+
+  /// Abandons an upload session (DELETE); a session the registry already forgot is fine.
+  Result<void> cancel_upload(std::string_view repository, const UploadSession& session);
+
+  /// PUTs manifest (or index) `bytes` of type `media_type` as `reference` (a tag or its
+  /// digest) of `repository`; returns its digest. The blobs it names must be there.
+  /// Errors: refusals naming registry, repository and the reference; a registry that
+  /// reports a different digest.
+  Result<Digest> put_manifest(std::string_view repository, std::string_view reference, std::string_view bytes,
+                              std::string_view media_type);
+
  private:
   // Per-attempt facts an Attempt reports back to perform().
   struct AttemptState {
@@ -99,9 +162,21 @@ class RegistryClient {
   };
   using Attempt = std::function<Result<Response>(const std::optional<std::string>& authorization, AttemptState&)>;
 
-  // Runs `attempt` with authentication (one retry after a 401 with fresh credentials)
-  // and retries transient failures. Returns the last response, whatever its status.
+  // Runs `attempt` with authentication for `scopes` (one retry after a 401 with fresh
+  // credentials) and, when `retry_transient`, retries transient failures. Returns the
+  // last response, whatever its status. Without `retry_transient` a transient failure
+  // comes back as it is: uploads decide themselves how to go on.
+  Result<Response> perform(std::string_view repository, const std::vector<std::string>& scopes,
+                           const std::string& what, const Attempt& attempt, bool retry_transient = true);
+  // perform() with pull access to `repository`.
   Result<Response> perform(std::string_view repository, const std::string& what, const Attempt& attempt);
+  // Where `session` stands, by GET on its location; nullopt when the registry forgot it.
+  Result<std::optional<UploadSession>> upload_status(std::string_view repository, const UploadSession& session,
+                                                     const std::string& what);
+  // The session a 202 answer describes (its Location, Range, OCI-Chunk-Min-Length).
+  Result<UploadSession> session_from(std::string_view repository, const std::string& what, const Response& response,
+                                     std::uint64_t min_chunk);
+  void wait(std::chrono::milliseconds delay);
   Error failure(std::string_view repository, const std::string& what, const Response& response);
   Error failure(std::string_view repository, const std::string& what, const std::string& message);
   std::chrono::milliseconds backoff(int failures, const Response* response);

@@ -28,6 +28,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -63,7 +64,7 @@ using Rootfs = std::variant<OverlayRootfs, DirectoryRootfs>;
 struct BindMount {
   std::filesystem::path source;  // host path; must exist
   std::string target;            // absolute path in the container; created if missing
-  bool read_only = false;
+  bool read_only = false;        // recursively (submounts of the source are bound too)
 };
 
 /// A fresh tmpfs in the container (later `RUN --mount=type=tmpfs`).
@@ -75,8 +76,12 @@ struct TmpfsMount {
 struct RunSpec {
   Rootfs rootfs;
   // A private directory of the caller's for this run (must exist). The sandbox writes the
-  // generated hosts, resolv.conf and hostname files and its mount point there. The caller
-  // removes it afterwards (or keeps it with a container).
+  // generated hosts ("127.0.0.1<TAB>localhost <hostname>" and the ::1 line, as BuildKit),
+  // resolv.conf (the host's, copied; empty when the host has none) and hostname files there,
+  // binds them (writable, changes are not kept) over /etc/hosts, /etc/resolv.conf and
+  // /etc/hostname, and mounts the rootfs on state_dir/rootfs (empty images: an empty lower
+  // layer state_dir/empty-lower). The caller removes it afterwards (or keeps it with a
+  // container); nothing stays mounted there once run() returns.
   std::filesystem::path state_dir;
 
   std::vector<std::string> argv;  // argv[0] without a '/' is looked up in the env's PATH
@@ -90,7 +95,8 @@ struct RunSpec {
   std::vector<TmpfsMount> tmpfs;
 
   // The process's stdio: the caller's descriptors, passed through as they are (so output
-  // streams straight out, never buffered by kiln). -1 for stdin means /dev/null.
+  // streams straight out, never buffered by kiln). -1 means the container's /dev/null. The
+  // process gets no other descriptor of the caller's.
   int stdin_fd = -1;
   int stdout_fd = 1;
   int stderr_fd = 2;
@@ -107,22 +113,30 @@ struct RunSpec {
 struct ExitStatus {
   int exit_code = 0;  // when it exited
   int signal = 0;     // when a signal killed it (then exit_code is 0)
-  // The process could not be started: `exec: "x": executable file not found in $PATH` or
-  // `exec /bin/x: permission denied`. exit_code is then 127 or 126, as Docker reports.
+  // The process could not be started: `exec: "x": executable file not found in $PATH` (127),
+  // `exec /bin/x: no such file or directory` (127, an explicit path), or
+  // `exec /bin/x: permission denied` (126; other reasons likewise), as Docker reports them.
+  // exit_code then holds the 127 or 126.
   std::optional<std::string> exec_error;
 
   /// Docker's convention: the exit code, or 128 + the signal.
   int docker_code() const { return signal != 0 ? 128 + signal : exit_code; }
 };
 
-/// Runs spec.argv in the sandbox and waits for it. Errors (setting up the sandbox failed):
-/// the failing call with its path and the system's reason, e.g.
-/// `sandbox: mount overlay on /var/lib/kiln/containers/…/rootfs: Invalid argument`, or
+/// Runs spec.argv in the sandbox and waits for it. Errors (setting up the sandbox failed,
+/// nothing was executed): the failing call with its path and the system's reason, e.g.
+/// `sandbox: mount overlay on /var/lib/kiln/containers/…/rootfs: Invalid argument`,
+/// `sandbox: bind source /x: No such file or directory`, `sandbox: chdir /w: Permission
+/// denied` (the user cannot enter the working directory), or
 /// `sandbox: unable to find user app: no matching entries in passwd file`.
+/// When the init is killed from outside, the process counts as killed by that signal.
 /// Mount points the sandbox had to create in the rootfs (/proc, /dev, /sys, /etc/hosts,
 /// binds' targets …) are removed again after the run when they are still empty, so that a
-/// run changes nothing it did not mean to (BuildKit's mount-stub cleaning); the working
-/// directory it created stays, as in Docker.
+/// run changes nothing it did not mean to (BuildKit's mount-stub cleaning), and their parent
+/// directories get their times back. On overlayfs a stub made inside an existing directory
+/// copies that directory up: it stays in upper_dir, empty of changes, with the image's mode,
+/// owner and times (only its ctime differs). The working directory it created stays, as in
+/// Docker. Thread-safe: runs may go on in parallel from several threads.
 Result<ExitStatus> run(const RunSpec& spec);
 
 /// Docker's default capability set (CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW,

@@ -6,9 +6,11 @@
 //
 // The map (what podman and buildah do): the caller's uid/gid to 0, then the caller's
 // subordinate range from /etc/subuid and /etc/subgid to 1..N, written by newuidmap and
-// newgidmap (Debian's `uidmap` package) from a helper process. When those tools or ranges
-// are missing, the last resort is a single-id map (only uid/gid 0 exists inside; chown to
-// other ids fails), with a warning that says what to install or add.
+// newgidmap (Debian's `uidmap` package, found on $PATH) from a helper process. When those
+// tools or ranges are missing (or the uid has no /etc/passwd entry, which newuidmap needs),
+// the last resort is a single-id map (only uid/gid 0 exists inside; chown to other ids
+// fails), with a warning that says what to install or add. A map tool that is there but
+// fails is an error, not a reason to fall back: its message says what to fix.
 #pragma once
 
 #include <sys/types.h>
@@ -28,6 +30,8 @@ struct IdRange {
   std::uint32_t inside = 0;
   std::uint32_t outside = 0;
   std::uint32_t count = 0;
+
+  bool operator==(const IdRange&) const = default;
 };
 
 /// The subordinate ranges of the user `name` (or numeric `id`) in an /etc/subuid-style
@@ -43,10 +47,12 @@ std::vector<IdRange> parse_subordinate_ranges(std::string_view text, std::string
 Result<void> enter_rootless_user_namespace();
 
 /// True after enter_rootless_user_namespace() moved this process (or an ancestor) into
-/// kiln's user namespace.
+/// kiln's user namespace: KILN_USERNS=1 and a uid map that is not the initial namespace's
+/// (so a stray KILN_USERNS=1 in a root kiln's environment changes nothing). Thread-safe.
 bool rootless();
 
 /// Whether only a single id is mapped (the last-resort map): chown to other ids fails.
+/// Read from /proc/self/uid_map; false in the initial namespace. Thread-safe.
 bool single_id_mapping();
 
 }  // namespace kiln::sandbox

@@ -1,5 +1,6 @@
 #include "cache/layer_reader.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "cache/layer_writer.h"
 #include "layer_test_util.h"
+#include "rootless_user.h"
 #include "support.h"
 
 namespace kiln::cache {
@@ -399,6 +401,55 @@ TEST_F(LayerReaderTest, RefusesInvalidWhiteoutsAndNamesControlCharacters) {
   expect_refused({file_entry("etc/.wh...", "")}, R"(layer entry "etc/.wh...": invalid whiteout)");
   expect_refused({file_entry("../.wh.canary", "")}, R"(layer entry "../.wh.canary": path escapes the root)");
   expect_refused({file_entry("../bad\nname", "")}, R"(layer entry "../bad\x0aname": path escapes the root)");
+}
+
+// Rootless kiln extracts inside its user namespace: there the whiteout device is allowed
+// (Linux >= 5.8) but trusted.* is not, so opaque directories get user.overlay.opaque, which
+// an overlay mounted with `userxattr` reads. The child here is the rootless test user in a
+// fresh user namespace of its own, as root of a single-id map.
+TEST_F(LayerReaderTest, InAUserNamespaceWhiteoutsAreDevicesAndOpaqueMarksUserXattrs) {
+  const auto& user = kiln::testing::rootless_test_user();
+  fs::create_directories(root_ / "etc");
+  fs::create_directories(root_ / "opaque");
+  write_file(root_ / "etc/gone", "lower");
+  write_file(root_ / "opaque/old", "lower");
+  for (const fs::path& path : {base_.path(), root_, root_ / "etc", root_ / "opaque", root_ / "etc/gone",
+                               root_ / "opaque/old"}) {
+    ASSERT_EQ(::chown(path.c_str(), user.uid, user.gid), 0) << path;
+  }
+  const fs::path layer = base_ / "layer";
+  std::ofstream(layer, std::ios::binary)
+      << make_tar({dir_entry("etc/"), file_entry("etc/.wh.gone", ""), dir_entry("opaque/"),
+                   file_entry("opaque/.wh..wh..opq", ""), file_entry("opaque/new", "layer")});
+  const std::string root = root_.string();
+  const std::string layer_path = layer.string();
+  const std::string failures = kiln::testing::run_in_child_as(user.uid, user.gid, [&]() -> std::string {
+    if (::unshare(CLONE_NEWUSER) != 0) return "unshare failed";
+    const auto write_map = [](const char* file, const std::string& text) {
+      std::ofstream out(file);
+      out << text;
+      return static_cast<bool>(out.flush());
+    };
+    if (!write_map("/proc/self/setgroups", "deny") ||
+        !write_map("/proc/self/uid_map", "0 " + std::to_string(user.uid) + " 1") ||
+        !write_map("/proc/self/gid_map", "0 " + std::to_string(user.gid) + " 1")) {
+      return "cannot write the id maps";
+    }
+    UniqueFd fd(::open(layer_path.c_str(), O_RDONLY | O_CLOEXEC));
+    auto applied = apply_layer(fd.get(), root, {});
+    return applied ? "" : applied.error().message;
+  });
+  ASSERT_EQ(failures, "");
+  struct stat st;
+  ASSERT_EQ(::lstat((root_ / "etc/gone").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  EXPECT_EQ(st.st_rdev, makedev(0, 0));
+  EXPECT_EQ(st.st_uid, user.uid);
+  EXPECT_EQ(read_xattrs(root_ / "opaque"), (std::map<std::string, std::string>{{"user.overlay.opaque", "y"}}));
+  EXPECT_FALSE(fs::exists(root_ / "opaque/old"));
+  EXPECT_EQ(read_file(root_ / "opaque/new"), "layer");
+  EXPECT_FALSE(fs::exists(root_ / "etc/.wh.gone"));
+  EXPECT_FALSE(fs::exists(root_ / "opaque/.wh..wh..opq"));
 }
 
 }  // namespace

@@ -211,7 +211,7 @@ TEST_F(StoreTest, OpenCreatesTheLayoutWithAWalDatabase) {
   EXPECT_TRUE(fs::is_directory(root_ / "snapshots"));
   EXPECT_TRUE(fs::is_directory(root_ / "tmp"));
   EXPECT_EQ(sql_column(root_, "PRAGMA journal_mode"), std::vector<std::string>{"wal"});
-  EXPECT_EQ(sql_column(root_, "SELECT version FROM schema_version"), std::vector<std::string>{"1"});
+  EXPECT_EQ(sql_column(root_, "SELECT version FROM schema_version"), std::vector<std::string>{"2"});
   Store again = open_store(root_);  // a second instance on the same root is fine
 }
 

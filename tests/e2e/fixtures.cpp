@@ -216,3 +216,31 @@ testing::CommandOutcome kiln(const fs::path& root, const std::string& args, cons
 }
 
 }  // namespace kiln::e2e
+
+namespace kiln::e2e {
+
+SplitOutcome kiln_split(const fs::path& root, const std::string& args, const std::string& env,
+                        const std::optional<std::string>& input) {
+  const ScratchDir dir;
+  const fs::path err = dir / "stderr";
+  std::string stdin_redirect = "< /dev/null";
+  if (input) {
+    std::ofstream(dir / "stdin", std::ios::binary) << *input;
+    stdin_redirect = "< " + (dir / "stdin").string();
+  }
+  const std::string environment = env.empty() ? "DOCKER_CONFIG=/nonexistent/kiln-e2e" : env;
+  const auto outcome = testing::run_command(environment + " " + KILN_BINARY + std::string(" --root ") + root.string() +
+                                            " " + args + " " + stdin_redirect + " 2>" + err.string());
+  return {outcome.output, testing::read_file(err), outcome.status};
+}
+
+void reconfigure_image(const std::string& source, const std::string& destination,
+                       const std::string& umoci_config_args) {
+  ScratchDir work;
+  const std::string layout = (work / "layout").string();
+  must_run("skopeo copy --quiet --src-tls-verify=false " + source + " oci:" + layout + ":img");
+  must_run("umoci config --image " + layout + ":img " + umoci_config_args);
+  must_run("skopeo copy --quiet --dest-tls-verify=false oci:" + layout + ":img " + destination);
+}
+
+}  // namespace kiln::e2e

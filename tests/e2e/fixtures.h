@@ -19,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -116,5 +117,28 @@ std::vector<std::string> tree_differences(const fs::path& expected, const fs::pa
 /// (stdout and stderr). `env` is prefixed as shell assignments; when empty, the
 /// command runs with no Docker credentials.
 testing::CommandOutcome kiln(const fs::path& root, const std::string& args, const std::string& env = "");
+
+}  // namespace kiln::e2e
+
+namespace kiln::e2e {
+
+/// What a command wrote to stdout and to stderr, kept apart, and its exit status (-1 when
+/// it did not exit normally).
+struct SplitOutcome {
+  std::string out;
+  std::string err;
+  int status;
+};
+
+/// As kiln() (same store, same environment rule), with stdout and stderr apart. kiln's
+/// stdin is a file holding `input`, or /dev/null without it.
+SplitOutcome kiln_split(const fs::path& root, const std::string& args, const std::string& env = "",
+                        const std::optional<std::string>& input = std::nullopt);
+
+/// Copies the image at `source` (docker://...) to `destination` (docker://...), changing its
+/// config on the way with `umoci config --image ... <umoci_config_args>` (for instance
+/// "--config.entrypoint /bin/echo --config.user user").
+void reconfigure_image(const std::string& source, const std::string& destination,
+                       const std::string& umoci_config_args);
 
 }  // namespace kiln::e2e
