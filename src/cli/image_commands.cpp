@@ -8,6 +8,7 @@
 #include "cache/containers.h"
 #include "cache/store.h"
 #include "cli/commands.h"
+#include "cli/stored_images.h"
 #include "oci/image.h"
 #include "oci/reference.h"
 #include "push/image_archive.h"
@@ -17,56 +18,6 @@ namespace kiln::cli {
 namespace {
 
 using json = nlohmann::ordered_json;
-
-std::filesystem::path open_root(const GlobalOptions& global) {
-  return global.root.empty() ? cache::Store::default_root() : std::filesystem::path(global.root);
-}
-
-Result<cache::Store> open_store(const GlobalOptions& global) { return cache::Store::open(open_root(global)); }
-
-// An image as the store holds it: the manifest a ref points at, and its config.
-struct ImageRecord {
-  Digest manifest_digest;
-  oci::Manifest manifest;
-  oci::ImageConfig config;
-};
-
-Result<ImageRecord> load_image(const cache::Store& store, const Digest& manifest_digest) {
-  auto bytes = store.read_blob(manifest_digest);
-  if (!bytes.ok()) return bytes.error();
-  auto manifest = oci::Manifest::from_json(*bytes);
-  if (!manifest.ok()) return manifest.error();
-  auto config_bytes = store.read_blob(manifest->config.digest);
-  if (!config_bytes.ok()) return config_bytes.error();
-  auto config = oci::ImageConfig::from_json(*config_bytes);
-  if (!config.ok()) return config.error();
-  return ImageRecord{manifest_digest, std::move(manifest).value(), std::move(config).value()};
-}
-
-// The stored image a user's reference names, or an error saying there is none.
-Result<std::pair<oci::Reference, ImageRecord>> find_image(const cache::Store& store, std::string_view text) {
-  auto reference = oci::Reference::parse(text);
-  if (!reference.ok()) return reference.error();
-  auto target = store.get_ref(reference->str());
-  if (!target.ok()) return target.error();
-  if (!target->has_value()) return Error{"no such image: " + std::string(text)};
-  auto image = load_image(store, **target);
-  if (!image.ok()) return Error{std::string(text) + ": " + image.error().message};
-  return std::make_pair(std::move(reference).value(), std::move(image).value());
-}
-
-std::string human_size(std::uint64_t bytes) {
-  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1000 && unit < 4) {
-    value /= 1000;
-    ++unit;
-  }
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, unit == 0 ? "%.0f%s" : "%.3g%s", value, units[unit]);
-  return buffer;
-}
 
 // ---- pull ---------------------------------------------------------------------------
 
@@ -169,7 +120,7 @@ Result<void> check_image_unused(const GlobalOptions& global, const cache::Store&
   for (const auto& [other, other_target] : *refs) {
     if (other_target == target && !other.starts_with('@') && other != reference.str()) return {};  // still named
   }
-  auto containers = cache::ContainerStore(open_root(global)).list();
+  auto containers = cache::ContainerStore(global.root).list();
   if (!containers) return containers.error();
   for (const cache::ContainerRecord& container : *containers) {
     if (container.manifest_digest != target.str()) continue;

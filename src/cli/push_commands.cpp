@@ -14,6 +14,7 @@
 
 #include "cache/store.h"
 #include "cli/commands.h"
+#include "cli/stored_images.h"
 #include "oci/media_types.h"
 #include "oci/reference.h"
 #include "push/auth.h"
@@ -24,24 +25,6 @@ namespace kiln::cli {
 namespace {
 
 using json = nlohmann::ordered_json;
-
-Result<cache::Store> open_store(const GlobalOptions& global) {
-  return cache::Store::open(global.root.empty() ? cache::Store::default_root() : std::filesystem::path(global.root));
-}
-
-// "583 B", "12.3 kB", "45.6 MB", "1.2 GB": as docker push shows sizes.
-std::string human_size(std::uint64_t bytes) {
-  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1000 && unit < 4) {
-    value /= 1000;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
-  return text;
-}
 
 std::string short_digest(const Digest& digest) { return digest.hex().substr(0, 12); }
 

@@ -30,6 +30,7 @@
 #include "cache/containers.h"
 #include "cache/store.h"
 #include "cli/commands.h"
+#include "cli/stored_images.h"
 #include "common/fd.h"
 #include "oci/image.h"
 #include "oci/reference.h"
@@ -77,32 +78,9 @@ struct RunArgs {
 
 // ---- the image ------------------------------------------------------------------------
 
-struct Image {
-  Digest manifest_digest;
-  oci::Manifest manifest;
-  oci::ImageConfig config;
-};
-
-Result<Image> load_image(const cache::Store& store, const Digest& manifest_digest) {
-  auto bytes = store.read_blob(manifest_digest);
-  if (!bytes) return bytes.error();
-  auto manifest = oci::Manifest::from_json(*bytes);
-  if (!manifest) return manifest.error();
-  auto config_bytes = store.read_blob(manifest->config.digest);
-  if (!config_bytes) return config_bytes.error();
-  auto config = oci::ImageConfig::from_json(*config_bytes);
-  if (!config) return config.error();
-  if (config->rootfs.diff_ids.size() != manifest->layers.size()) {
-    return Error{"image " + manifest_digest.str() + ": the config lists " +
-                 std::to_string(config->rootfs.diff_ids.size()) + " layers, the manifest " +
-                 std::to_string(manifest->layers.size())};
-  }
-  return Image{manifest_digest, std::move(manifest).value(), std::move(config).value()};
-}
-
 // The stored image `reference` names, pulled first when the store has none (as docker run
 // does; what it says about the pull goes to stderr, stdout is the container's).
-Result<Image> find_or_pull_image(cache::Store& store, const oci::Reference& reference, const RunArgs& args) {
+Result<StoredImage> find_or_pull_image(cache::Store& store, const oci::Reference& reference, const RunArgs& args) {
   auto target = store.get_ref(reference.str());
   if (!target) return target.error();
   if (target->has_value()) return load_image(store, **target);
@@ -118,7 +96,7 @@ Result<Image> find_or_pull_image(cache::Store& store, const oci::Reference& refe
 
 // The image's layer snapshots, top-most first (overlayfs' order). Extracts any that are
 // missing (a store filled by `kiln load`, or a snapshot freed meanwhile).
-Result<std::vector<fs::path>> layer_snapshots(cache::Store& store, const Image& image) {
+Result<std::vector<fs::path>> layer_snapshots(cache::Store& store, const StoredImage& image) {
   std::vector<fs::path> lower_dirs;
   for (std::size_t i = image.manifest.layers.size(); i-- > 0;) {
     auto snapshot = store.snapshot(image.config.rootfs.diff_ids[i], image.manifest.layers[i].digest);
@@ -452,7 +430,7 @@ Result<void> mark_exited(ContainerStore& containers, ContainerRecord& record, co
 }
 
 // What the store records about the new container before it starts.
-ContainerRecord new_record(const RunArgs& args, const Image& image, const sandbox::RunSpec& spec,
+ContainerRecord new_record(const RunArgs& args, const StoredImage& image, const sandbox::RunSpec& spec,
                            std::vector<fs::path> lower_dirs, const fs::path& root) {
   ContainerRecord record;
   record.image = args.image;

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "oci/image.h"
 #include "oci/media_types.h"
+#include "push/registry_access.h"
 
 namespace kiln::push {
 
@@ -44,26 +45,9 @@ struct LayerJob {
 
 Result<PulledImage> pull(const oci::Reference& reference, const oci::Platform& platform, cache::Store& store,
                          const PullOptions& options) {
-  std::unique_ptr<CurlHttp> own_http;
-  Http* http = options.http;
-  if (http == nullptr) {
-    own_http = std::make_unique<CurlHttp>();
-    http = own_http.get();
-  }
-  std::optional<DockerConfig> own_config;
-  std::optional<Authenticator> own_authenticator;
-  Authenticator* authenticator = options.authenticator;
-  if (authenticator == nullptr) {
-    const CredentialSource* credentials = options.credentials;
-    if (credentials == nullptr) {
-      auto config = DockerConfig::load();
-      if (!config.ok()) return pull_error(reference, config.error().message);
-      own_config = std::move(*config);
-      credentials = &*own_config;
-    }
-    authenticator = &own_authenticator.emplace(*http, *credentials);
-  }
-  RegistryClient client(reference.domain, *http, *authenticator, options.registry);
+  auto access = RegistryAccess::make(options.http, options.credentials, options.authenticator);
+  if (!access) return pull_error(reference, access.error().message);
+  RegistryClient client(reference.domain, (*access)->http(), (*access)->authenticator(), options.registry);
   const std::string& repository = reference.path;
 
   PulledImage pulled{reference.str(), std::nullopt, Digest::sha256_of(""), Digest::sha256_of(""), {}, {}, {}};

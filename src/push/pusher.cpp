@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "oci/image.h"
 #include "push/recompress.h"
+#include "push/registry_access.h"
 
 namespace kiln::push {
 
@@ -323,29 +324,12 @@ Result<PushedImage> push_image(cache::Store& store, const Digest& manifest_diges
     }
   }
 
-  std::unique_ptr<CurlHttp> own_http;
-  Http* http = options.http;
-  if (http == nullptr) {
-    own_http = std::make_unique<CurlHttp>();
-    http = own_http.get();
-  }
-  std::optional<DockerConfig> own_config;
-  std::optional<Authenticator> own_authenticator;
-  Authenticator* authenticator = options.authenticator;
-  if (authenticator == nullptr) {
-    const CredentialSource* credentials = options.credentials;
-    if (credentials == nullptr) {
-      auto config = DockerConfig::load();
-      if (!config) return push_error(destinations.front(), config.error().message);
-      own_config = std::move(*config);
-      credentials = &*own_config;
-    }
-    authenticator = &own_authenticator.emplace(*http, *credentials);
-  }
+  auto access = RegistryAccess::make(options.http, options.credentials, options.authenticator);
+  if (!access) return push_error(destinations.front(), access.error().message);
 
   PushedImage pushed{plan->manifest_digest, plan->media_type, plan->manifest_bytes.size(), plan->config_digest, {}};
   for (const RegistryTarget& registry : group_destinations(destinations)) {
-    RegistryClient client(registry.registry, *http, *authenticator, options.registry);
+    RegistryClient client(registry.registry, (*access)->http(), (*access)->authenticator(), options.registry);
     for (const RepositoryTarget& target : registry.repositories) {
       if (auto blobs = run.push_blobs(client, target.repository, *plan); !blobs) {
         return Error{"push " + blobs.error().message};
