@@ -1,4 +1,4 @@
-// kiln.db, schema version 2.
+// kiln.db, schema version 3.
 //
 // The database is SQLite in WAL mode (readers never block the writer; a process killed
 // mid-transaction leaves the previous state, which the next opener recovers from the WAL).
@@ -35,11 +35,24 @@
 //                                as `compression` ("gzip", "zstd"), so a push asking for
 //                                that compression converts once and reuses the result.
 //                                A link source_blob -> variant keeps it alive for GC.
+//   context_hashes(path, size, mtime_ns, ctime_ns, inode, device, hashed_at_ns, digest)
+//                                                                (since version 3)
+//                                the sha256 of the build-context file at absolute `path`
+//                                when it had that size, times (ns), inode and device, read
+//                                at `hashed_at_ns` (wall clock, before the read). A cache of
+//                                machine-local facts, never part of a key: context.cpp
+//                                trusts a row only while the file's stamp is unchanged and
+//                                its ctime is well before hashed_at_ns (a write in the same
+//                                clock tick as the read would not change the stamp).
+//                                One row per path; a re-hash replaces it.
 //
-// Version history: 1 -> 2 added blob_sources and layer_variants (migrated in place).
+// Version history: 1 -> 2 added blob_sources and layer_variants; 2 -> 3 added
+// context_hashes (both migrated in place).
 #include "cache/metadata_db.h"
 
 #include <sqlite3.h>
+
+#include <unordered_map>
 
 
 namespace kiln::cache {
@@ -91,6 +104,20 @@ CREATE TABLE layer_variants (
 UPDATE schema_version SET version = 2;
 )sql";
 
+constexpr const char* kMigrateV2ToV3 = R"sql(
+CREATE TABLE IF NOT EXISTS context_hashes (
+  path TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  mtime_ns INTEGER NOT NULL,
+  ctime_ns INTEGER NOT NULL,
+  inode INTEGER NOT NULL,
+  device INTEGER NOT NULL,
+  hashed_at_ns INTEGER NOT NULL,
+  digest TEXT NOT NULL
+) WITHOUT ROWID;
+UPDATE schema_version SET version = 3;
+)sql";
+
 // A prepared statement, finalized on scope exit. Text is bound by copy.
 class Statement {
  public:
@@ -113,6 +140,10 @@ class Statement {
   std::string text(int column) const {
     const auto* bytes = sqlite3_column_text(stmt_, column);
     return bytes ? std::string(reinterpret_cast<const char*>(bytes), sqlite3_column_bytes(stmt_, column)) : "";
+  }
+  Statement& bind(int index, std::int64_t value) {
+    sqlite3_bind_int64(stmt_, index, value);
+    return *this;
   }
   std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
 
@@ -211,7 +242,11 @@ Result<void> MetadataDb::migrate() {
       if (auto created = exec(kSchemaV1, "create schema"); !created) return created;
       *current = 1;
     }
-    if (*current == 1) return exec(kMigrateV1ToV2, "migrate schema to version 2");
+    if (*current == 1) {
+      if (auto migrated = exec(kMigrateV1ToV2, "migrate schema to version 2"); !migrated) return migrated;
+      *current = 2;
+    }
+    if (*current == 2) return exec(kMigrateV2ToV3, "migrate schema to version 3");
     return {};
   });
 }
@@ -359,6 +394,122 @@ Result<std::optional<std::string>> MetadataDb::layer_variant(std::string_view so
   if (rc == SQLITE_DONE) return std::optional<std::string>();
   if (rc != SQLITE_ROW) return error("read layer variant");
   return std::optional<std::string>(select.text(0));
+}
+
+namespace {
+
+// Below this many paths, one point lookup each; above, one range scan over the paths'
+// common directory (a whole build context's rows come back in a single B-tree walk, several
+// times faster than 20,000 lookups).
+constexpr std::size_t kRangeScanThreshold = 256;
+
+// The longest common prefix of `paths` that ends in `/`; empty when there is none.
+std::string common_directory(const std::vector<std::string>& paths) {
+  std::string_view prefix = paths.front();
+  for (const auto& path : paths) {
+    std::size_t same = 0;
+    while (same < prefix.size() && same < path.size() && prefix[same] == path[same]) ++same;
+    prefix = prefix.substr(0, same);
+  }
+  const auto slash = prefix.rfind('/');
+  return slash == std::string_view::npos ? std::string() : std::string(prefix.substr(0, slash + 1));
+}
+
+ContextHashRecord context_hash_row(Statement& select, std::string path) {
+  return ContextHashRecord{std::move(path),   select.integer(1), select.integer(2), select.integer(3),
+                           select.integer(4), select.integer(5), select.integer(6), select.text(7)};
+}
+
+constexpr const char* kSelectContextHash =
+    "SELECT path, size, mtime_ns, ctime_ns, inode, device, hashed_at_ns, digest FROM context_hashes "
+    "WHERE path = ?1";
+// Every path that starts with ?1 (which ends in '/'): up to ?2, the same prefix with its
+// last '/' replaced by '0', the next byte value.
+constexpr const char* kSelectContextHashesUnder =
+    "SELECT path, size, mtime_ns, ctime_ns, inode, device, hashed_at_ns, digest FROM context_hashes "
+    "WHERE path >= ?1 AND path < ?2";
+
+}  // namespace
+
+Result<std::vector<std::optional<ContextHashRecord>>> MetadataDb::context_hashes(
+    const std::vector<std::string>& paths) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::optional<ContextHashRecord>> rows(paths.size());
+  if (paths.empty()) return rows;
+  const std::string directory = paths.size() >= kRangeScanThreshold ? common_directory(paths) : std::string();
+  // One read transaction: 20,000 lookups then cost one lock, not 20,000.
+  if (auto begun = exec("BEGIN", "read context hashes"); !begun) return begun.error();
+  const auto point_lookups = [&]() -> Result<void> {
+    Statement select(db_, kSelectContextHash);
+    if (!select.prepared()) return error("read context hashes");
+    for (std::size_t i = 0; i < paths.size(); ++i) {
+      const int rc = select.bind(1, paths[i]).step();
+      if (rc == SQLITE_ROW) {
+        rows[i] = context_hash_row(select, paths[i]);
+      } else if (rc != SQLITE_DONE) {
+        return error("read context hashes");
+      }
+      select.reset();
+    }
+    return {};
+  };
+  const auto range_scan = [&]() -> Result<void> {
+    std::unordered_map<std::string_view, std::size_t> index_of;
+    index_of.reserve(paths.size());
+    for (std::size_t i = 0; i < paths.size(); ++i) index_of.emplace(paths[i], i);
+    std::string end = directory;
+    end.back() = '0';
+    Statement select(db_, kSelectContextHashesUnder);
+    if (!select.prepared()) return error("read context hashes");
+    select.bind(1, directory).bind(2, end);
+    int rc;
+    while ((rc = select.step()) == SQLITE_ROW) {
+      const std::string path = select.text(0);
+      if (const auto found = index_of.find(path); found != index_of.end()) {
+        rows[found->second] = context_hash_row(select, path);
+      }
+    }
+    if (rc != SQLITE_DONE) return error("read context hashes");
+    return {};
+  };
+  auto outcome = directory.empty() ? point_lookups() : range_scan();
+  sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);  // a read transaction: nothing to lose
+  if (!outcome) return outcome.error();
+  return rows;
+}
+
+Result<void> MetadataDb::put_context_hashes(const std::vector<ContextHashRecord>& records) {
+  if (records.empty()) return {};
+  std::lock_guard lock(mutex_);
+  return write_transaction("record context hashes", [&]() -> Result<void> {
+    Statement insert(db_,
+                     "INSERT OR REPLACE INTO context_hashes "
+                     "(path, size, mtime_ns, ctime_ns, inode, device, hashed_at_ns, digest) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!insert.prepared()) return error("record context hashes");
+    for (const auto& record : records) {
+      insert.bind(1, record.path).bind(2, record.size).bind(3, record.mtime_ns).bind(4, record.ctime_ns);
+      insert.bind(5, record.inode).bind(6, record.device).bind(7, record.hashed_at_ns).bind(8, record.digest);
+      if (insert.step() != SQLITE_DONE) return error("record context hashes");
+      insert.reset();
+    }
+    return {};
+  });
+}
+
+Result<std::uint64_t> MetadataDb::prune_context_hashes(std::int64_t hashed_before_ns) {
+  std::lock_guard lock(mutex_);
+  std::uint64_t removed = 0;
+  auto done = write_transaction("prune context hashes", [&]() -> Result<void> {
+    Statement remove(db_, "DELETE FROM context_hashes WHERE hashed_at_ns < ?1");
+    if (!remove.prepared() || remove.bind(1, hashed_before_ns).step() != SQLITE_DONE) {
+      return error("prune context hashes");
+    }
+    removed = static_cast<std::uint64_t>(sqlite3_changes(db_));
+    return {};
+  });
+  if (!done) return done.error();
+  return removed;
 }
 
 namespace {

@@ -1,5 +1,5 @@
 // kiln.db: the store's metadata (refs, GC links, snapshots, leases, blob sources, layer
-// variants) in SQLite.
+// variants, the context hash cache) in SQLite.
 // Internal to src/cache: Store is its only user. The schema and its version are
 // described at the top of metadata_db.cpp, where they are written.
 #pragma once
@@ -35,6 +35,19 @@ struct BlobSourceRecord {
   std::string repository;  // the path in that registry: "library/alpine"
 };
 
+/// One row of context_hashes: the content digest of the file at absolute `path` when it had
+/// this stamp, computed at `hashed_at_ns`.
+struct ContextHashRecord {
+  std::string path;
+  std::int64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  std::int64_t inode = 0;   // st_ino and st_dev stored as SQLite's signed 64-bit integers
+  std::int64_t device = 0;
+  std::int64_t hashed_at_ns = 0;
+  std::string digest;       // "sha256:<hex>"
+};
+
 /// Everything collect_garbage() reads, taken in one read transaction so it is a
 /// consistent picture of the database.
 struct GcInputs {
@@ -52,7 +65,7 @@ struct GcInputs {
 class MetadataDb {
  public:
   /// The schema version this code reads and writes (see metadata_db.cpp).
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   /// Opens or creates the database at `file`, switches it to WAL and creates or checks
   /// the schema. Errors name the file: a database written by a newer kiln (higher
@@ -94,6 +107,14 @@ class MetadataDb {
                                  std::string_view variant);
   /// The variant recorded for (`source_blob`, `compression`), or nullopt.
   Result<std::optional<std::string>> layer_variant(std::string_view source_blob, std::string_view compression);
+
+  /// The context_hashes rows of `paths`, in the same order (nullopt where there is none),
+  /// read with one statement in one read transaction.
+  Result<std::vector<std::optional<ContextHashRecord>>> context_hashes(const std::vector<std::string>& paths);
+  /// Inserts or replaces the rows of `records` (keyed by path) in one transaction.
+  Result<void> put_context_hashes(const std::vector<ContextHashRecord>& records);
+  /// Deletes the context_hashes rows read before `hashed_before_ns`; returns how many.
+  Result<std::uint64_t> prune_context_hashes(std::int64_t hashed_before_ns);
 
   /// Refs, leases, links and snapshots in one consistent read.
   Result<GcInputs> read_gc_inputs();

@@ -578,6 +578,44 @@ Result<std::vector<std::pair<std::string, Digest>>> Store::list_refs() const {
 
 Result<bool> Store::delete_ref(std::string_view name) { return core_->db->delete_ref(name); }
 
+Result<std::vector<std::optional<ContextFileDigest>>> Store::context_file_digests(
+    const std::vector<std::string>& paths) const {
+  auto rows = core_->db->context_hashes(paths);
+  if (!rows) return rows.error();
+  std::vector<std::optional<ContextFileDigest>> found(rows->size());
+  for (std::size_t i = 0; i < rows->size(); ++i) {
+    const auto& row = (*rows)[i];
+    if (!row) continue;
+    auto digest = Digest::parse(row->digest);
+    if (!digest) continue;  // a damaged row is a miss: the file is simply read again
+    found[i] = ContextFileDigest{row->path,
+                                 row->size,
+                                 row->mtime_ns,
+                                 row->ctime_ns,
+                                 static_cast<std::uint64_t>(row->inode),
+                                 static_cast<std::uint64_t>(row->device),
+                                 row->hashed_at_ns,
+                                 std::move(*digest)};
+  }
+  return found;
+}
+
+Result<std::uint64_t> Store::forget_context_file_digests(std::int64_t hashed_before_ns) {
+  return core_->db->prune_context_hashes(hashed_before_ns);
+}
+
+Result<void> Store::record_context_file_digests(const std::vector<ContextFileDigest>& records) {
+  std::vector<ContextHashRecord> rows;
+  rows.reserve(records.size());
+  for (const auto& record : records) {
+    rows.push_back(ContextHashRecord{record.path, record.size, record.mtime_ns, record.ctime_ns,
+                                     static_cast<std::int64_t>(record.inode),
+                                     static_cast<std::int64_t>(record.device), record.hashed_at_ns,
+                                     record.digest.str()});
+  }
+  return core_->db->put_context_hashes(rows);
+}
+
 Result<void> Store::add_links(const Digest& parent, const std::vector<Digest>& children) {
   std::vector<std::string> texts;
   texts.reserve(children.size());

@@ -13,7 +13,8 @@
 //                                                Store's life; <owner> = <pid>-<random hex>
 //                          <owner>.<n>.<kind>    that Store's private files and directories
 //                          sha256-<hex>.partial  a resumable download, flock()ed while written
-//   kiln.db              SQLite (WAL): refs, links, snapshots, leases (metadata_db.cpp)
+//   kiln.db              SQLite (WAL): refs, links, snapshots, leases, context file hashes
+//                        (metadata_db.cpp)
 //   gc.lock              flock()ed shared by writers while they publish, exclusive by GC
 //
 // Crash safety: every name under blobs/ and snapshots/ is published by one rename after
@@ -59,6 +60,19 @@ struct GcStats {
 struct BlobSource {
   std::string registry;    // a reference's domain: "docker.io", "127.0.0.1:5000"
   std::string repository;  // the path in that registry: "library/alpine"
+};
+
+/// The digest of a build-context file as kiln.db remembers it (context.h uses it to skip
+/// re-reading unchanged files). Host facts only: none of this goes into a cache key.
+struct ContextFileDigest {
+  std::string path;  // absolute
+  std::int64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  std::uint64_t inode = 0;
+  std::uint64_t device = 0;
+  std::int64_t hashed_at_ns = 0;  // wall clock when the read began
+  Digest digest;
 };
 
 /// Receives the bytes of one blob and publishes it under its digest once they are verified.
@@ -166,6 +180,18 @@ class Store {
   /// The stored variant of layer blob `source` in `compression` (leased like has_blob()),
   /// or nullopt when none was recorded or it is no longer stored.
   Result<std::optional<Digest>> layer_variant(const Digest& source, LayerCompression compression);
+
+  /// The recorded digests of the context files at absolute `paths`, in order; nullopt where
+  /// none is recorded. The caller decides whether the file still has the recorded stamp.
+  /// One read transaction however many paths.
+  Result<std::vector<std::optional<ContextFileDigest>>> context_file_digests(
+      const std::vector<std::string>& paths) const;
+  /// Records (replacing per path) the digests of context files, in one transaction.
+  Result<void> record_context_file_digests(const std::vector<ContextFileDigest>& records);
+  /// Forgets the context file digests read before `hashed_before_ns` (unix ns), so rows of
+  /// deleted checkouts do not pile up; a forgotten file that still exists is simply read
+  /// again. Returns how many were dropped. Meant for `kiln prune` / collect_garbage callers.
+  Result<std::uint64_t> forget_context_file_digests(std::int64_t hashed_before_ns);
 
   /// The directory holding layer `diff_id` (sha256) extracted from the stored layer blob
   /// `layer_blob`: extracted once with apply_layer into tmp/, synced,

@@ -6,6 +6,7 @@
 
 #include "cache/store.h"
 #include "support.h"
+#include "kiln_db_test_util.h"
 
 namespace kiln::cache {
 namespace {
@@ -13,21 +14,6 @@ namespace {
 namespace fs = std::filesystem;
 using kiln::testing::TempDir;
 
-// Runs `sql` on the store's database; returns the first column of every row.
-std::vector<std::string> sql(const fs::path& root, const std::string& statement) {
-  sqlite3* db = nullptr;
-  std::vector<std::string> rows;
-  if (sqlite3_open((root / "kiln.db").c_str(), &db) != SQLITE_OK) return rows;
-  sqlite3_exec(
-      db, statement.c_str(),
-      [](void* out, int, char** values, char**) {
-        static_cast<std::vector<std::string>*>(out)->push_back(values[0] ? values[0] : "NULL");
-        return 0;
-      },
-      &rows, nullptr);
-  sqlite3_close(db);
-  return rows;
-}
 
 Store open_store(const fs::path& root) {
   auto store = Store::open(root);
@@ -45,11 +31,11 @@ TEST(StoreRecords, AVersionOneDatabaseIsMigratedInPlace) {
     ASSERT_TRUE(store.set_ref("example.com/app:1", blob).ok());
   }
   // What kiln 1's schema looked like.
-  sql(root, "DROP TABLE blob_sources; DROP TABLE layer_variants; UPDATE schema_version SET version = 1");
-  ASSERT_EQ(sql(root, "SELECT version FROM schema_version"), std::vector<std::string>{"1"});
+  sql_column(root, "DROP TABLE blob_sources; DROP TABLE layer_variants; DROP TABLE context_hashes; UPDATE schema_version SET version = 1");
+  ASSERT_EQ(sql_column(root, "SELECT version FROM schema_version"), std::vector<std::string>{"1"});
 
   Store store = open_store(root);
-  EXPECT_EQ(sql(root, "SELECT version FROM schema_version"), std::vector<std::string>{"2"});
+  EXPECT_EQ(sql_column(root, "SELECT version FROM schema_version"), std::vector<std::string>{"3"});
   auto ref = store.get_ref("example.com/app:1");
   ASSERT_TRUE(ref.ok());
   EXPECT_EQ(*ref, blob);  // the old data is still there
@@ -90,7 +76,7 @@ TEST(StoreRecords, ALayerVariantIsLinkedFromItsSourceAndLivesAsLongAsIt) {
     ASSERT_TRUE(gone.ok());
     EXPECT_FALSE(gone->has_value());
   }
-  EXPECT_EQ(sql(root, "SELECT COUNT(*) FROM layer_variants"), std::vector<std::string>{"0"});
+  EXPECT_EQ(sql_column(root, "SELECT COUNT(*) FROM layer_variants"), std::vector<std::string>{"0"});
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "support.h"
+#include "kiln_db_test_util.h"
 
 namespace kiln::cache {
 namespace {
@@ -159,20 +160,6 @@ std::string integrity_check(const fs::path& root) {
   return result;
 }
 
-std::vector<std::string> sql_column(const fs::path& root, const std::string& query) {
-  sqlite3* db = nullptr;
-  std::vector<std::string> rows;
-  if (sqlite3_open((root / "kiln.db").c_str(), &db) != SQLITE_OK) return rows;
-  sqlite3_exec(
-      db, query.c_str(),
-      [](void* out, int, char** values, char**) {
-        static_cast<std::vector<std::string>*>(out)->push_back(values[0] ? values[0] : "NULL");
-        return 0;
-      },
-      &rows, nullptr);
-  sqlite3_close(db);
-  return rows;
-}
 
 // Every blob file hashes to its name.
 void expect_blobs_verified(const fs::path& root) {
@@ -211,7 +198,7 @@ TEST_F(StoreTest, OpenCreatesTheLayoutWithAWalDatabase) {
   EXPECT_TRUE(fs::is_directory(root_ / "snapshots"));
   EXPECT_TRUE(fs::is_directory(root_ / "tmp"));
   EXPECT_EQ(sql_column(root_, "PRAGMA journal_mode"), std::vector<std::string>{"wal"});
-  EXPECT_EQ(sql_column(root_, "SELECT version FROM schema_version"), std::vector<std::string>{"2"});
+  EXPECT_EQ(sql_column(root_, "SELECT version FROM schema_version"), std::vector<std::string>{"3"});
   Store again = open_store(root_);  // a second instance on the same root is fine
 }
 

@@ -1,0 +1,561 @@
+// Selecting COPY/ADD sources from the build context (see context.h for the rules).
+#include "cache/context.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <map>
+#include <utility>
+
+namespace kiln::cache {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kOutsideContext = "forbidden path outside the build context: ";
+
+Error not_found(std::string_view cleaned) {
+  // BuildKit: `failed to calculate checksum of ref <id>: "/x": not found`; kiln has no ref.
+  return Error{"failed to calculate checksum of build context: \"/" + std::string(cleaned) + "\": not found"};
+}
+
+std::string join(std::string_view dir, std::string_view name) {
+  if (dir.empty()) return std::string(name);
+  std::string path(dir);
+  path += '/';
+  path += name;
+  return path;
+}
+
+std::string_view base_name(std::string_view path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+// Go's path.Clean of `source` with its leading `/`s dropped, as `/`-separated components
+// ("" for the root). nullopt when it climbs above the root.
+std::optional<std::vector<std::string>> clean_components(std::string_view source) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (start <= source.size()) {
+    auto end = source.find('/', start);
+    if (end == std::string_view::npos) end = source.size();
+    const std::string_view part = source.substr(start, end - start);
+    if (part == "..") {
+      if (parts.empty()) return std::nullopt;
+      parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.emplace_back(part);
+    }
+    start = end + 1;
+  }
+  return parts;
+}
+
+std::string join_all(const std::vector<std::string>& parts) {
+  std::string path;
+  for (const auto& part : parts) path = join(path, part);
+  return path;
+}
+
+// ---- Go's filepath.Match, on one path component (so `/` never occurs in `name`) ----
+
+// Decodes one UTF-8 code point at the front of `text` (a lone invalid byte counts as one
+// character, as Go's RuneError does) and removes it.
+char32_t take_rune(std::string_view& text) {
+  const auto byte = static_cast<unsigned char>(text[0]);
+  int length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xe ? 3 : (byte >> 3) == 0x1e ? 4 : 1;
+  if (static_cast<std::size_t>(length) > text.size()) length = 1;
+  char32_t rune = length == 1 ? byte : byte & (0x7f >> length);
+  for (int i = 1; i < length; ++i) {
+    const auto next = static_cast<unsigned char>(text[i]);
+    if ((next & 0xc0) != 0x80) {
+      rune = byte;
+      length = 1;
+      break;
+    }
+    rune = (rune << 6) | (next & 0x3f);
+  }
+  text.remove_prefix(length);
+  return rune;
+}
+
+// One (possibly escaped) character of a class; a malformed class sets `bad`.
+char32_t class_char(std::string_view& chunk, bool& bad) {
+  if (chunk.empty() || chunk[0] == '-' || chunk[0] == ']') {
+    bad = true;
+    return 0;
+  }
+  if (chunk[0] == '\\') {
+    chunk.remove_prefix(1);
+    if (chunk.empty()) {
+      bad = true;
+      return 0;
+    }
+  }
+  return take_rune(chunk);
+}
+
+// Matches `chunk` (no unescaped `*`) against the start of `text`; on success `text` keeps
+// the rest. Returns false on mismatch; sets `bad` on a malformed pattern.
+bool match_chunk(std::string_view chunk, std::string_view& text, bool& bad) {
+  while (!chunk.empty()) {
+    switch (chunk[0]) {
+      case '[': {
+        if (text.empty()) return false;
+        const char32_t rune = take_rune(text);
+        chunk.remove_prefix(1);
+        bool negated = !chunk.empty() && chunk[0] == '^';
+        if (negated) chunk.remove_prefix(1);
+        bool matched = false;
+        int ranges = 0;
+        for (;;) {
+          if (!chunk.empty() && chunk[0] == ']' && ranges > 0) {
+            chunk.remove_prefix(1);
+            break;
+          }
+          const char32_t low = class_char(chunk, bad);
+          if (bad) return false;
+          char32_t high = low;
+          if (!chunk.empty() && chunk[0] == '-') {
+            chunk.remove_prefix(1);
+            high = class_char(chunk, bad);
+            if (bad) return false;
+          }
+          if (low <= rune && rune <= high) matched = true;
+          ++ranges;
+        }
+        if (matched == negated) return false;
+        break;
+      }
+      case '?':
+        if (text.empty()) return false;
+        take_rune(text);
+        chunk.remove_prefix(1);
+        break;
+      case '\\':
+        chunk.remove_prefix(1);
+        if (chunk.empty()) {
+          bad = true;
+          return false;
+        }
+        [[fallthrough]];
+      default:
+        if (text.empty() || text[0] != chunk[0]) return false;
+        text.remove_prefix(1);
+        chunk.remove_prefix(1);
+    }
+  }
+  return true;
+}
+
+// Splits off the leading `*`s and the chunk up to the next unescaped, unbracketed `*`.
+void scan_chunk(std::string_view& pattern, bool& star, std::string_view& chunk) {
+  star = false;
+  while (!pattern.empty() && pattern[0] == '*') {
+    pattern.remove_prefix(1);
+    star = true;
+  }
+  bool in_class = false;
+  std::size_t i = 0;
+  for (; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\') {
+      if (i + 1 < pattern.size()) ++i;
+    } else if (c == '[') {
+      in_class = true;
+    } else if (c == ']') {
+      in_class = false;
+    } else if (c == '*' && !in_class) {
+      break;
+    }
+  }
+  chunk = pattern.substr(0, i);
+  pattern.remove_prefix(i);
+}
+
+// filepath.Match(pattern, name); nullopt for a malformed pattern (ErrBadPattern).
+std::optional<bool> path_match(std::string_view pattern, std::string_view name) {
+  bool bad = false;
+  while (!pattern.empty()) {
+    bool star;
+    std::string_view chunk;
+    scan_chunk(pattern, star, chunk);
+    if (star && chunk.empty()) return name.find('/') == std::string_view::npos;
+    std::string_view rest = name;
+    if (match_chunk(chunk, rest, bad) && (rest.empty() || !pattern.empty())) {
+      name = rest;
+      continue;
+    }
+    if (bad) return std::nullopt;
+    bool advanced = false;
+    if (star) {
+      for (std::size_t i = 0; i < name.size() && name[i] != '/'; ++i) {
+        rest = name.substr(i + 1);
+        if (match_chunk(chunk, rest, bad)) {
+          if (pattern.empty() && !rest.empty()) continue;
+          name = rest;
+          advanced = true;
+          break;
+        }
+        if (bad) return std::nullopt;
+      }
+    }
+    if (advanced) continue;
+    // Go still reports a malformed remainder of the pattern.
+    while (!pattern.empty()) {
+      scan_chunk(pattern, star, chunk);
+      std::string_view empty;
+      match_chunk(chunk, empty, bad);
+      if (bad) return std::nullopt;
+    }
+    return false;
+  }
+  return name.empty();
+}
+
+// BuildKit's containsWildcards: `*`, `?` or `[` not escaped by `\`.
+bool has_wildcards(std::string_view text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\\') {
+      ++i;
+    } else if (text[i] == '*' || text[i] == '?' || text[i] == '[') {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool is_meta(std::string_view component) { return component.find_first_of("*?[\\") != std::string_view::npos; }
+
+// ---- resolution beneath the context ----
+
+// openat2 beneath `root_fd`: `..` and symlinks may not leave it (EXDEV), absolute symlinks
+// are refused, magic links too.
+int open_beneath(int root_fd, const std::string& path, int flags) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  const std::string relative = path.empty() ? "." : path;
+  for (;;) {
+    const long fd = ::syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof how);
+    if (fd >= 0 || errno != EAGAIN) return static_cast<int>(fd);
+  }
+}
+
+EntryType type_of(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFDIR: return EntryType::directory;
+    case S_IFLNK: return EntryType::symlink;
+    case S_IFIFO: return EntryType::fifo;
+    case S_IFSOCK: return EntryType::socket;
+    case S_IFCHR: return EntryType::char_device;
+    case S_IFBLK: return EntryType::block_device;
+    default: return EntryType::regular;
+  }
+}
+
+ContextEntry entry_from(std::string path, const struct stat& st) {
+  ContextEntry entry;
+  entry.path = std::move(path);
+  entry.type = type_of(st.st_mode);
+  entry.mode = st.st_mode & 07777;
+  entry.uid = st.st_uid;
+  entry.gid = st.st_gid;
+  entry.size = entry.type == EntryType::regular ? static_cast<std::uint64_t>(st.st_size) : 0;
+  if (entry.type == EntryType::char_device || entry.type == EntryType::block_device) entry.device_number = st.st_rdev;
+  entry.st_dev = st.st_dev;
+  entry.st_ino = st.st_ino;
+  entry.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  entry.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
+  return entry;
+}
+
+Result<std::string> read_link_at(int dir_fd, const char* name, std::string_view path) {
+  std::string target(256, '\0');
+  for (;;) {
+    const ssize_t length = ::readlinkat(dir_fd, name, target.data(), target.size());
+    if (length < 0) return sys_error("readlink", path);
+    if (static_cast<std::size_t>(length) < target.size()) {
+      target.resize(static_cast<std::size_t>(length));
+      return target;
+    }
+    target.resize(target.size() * 2);
+  }
+}
+
+// The state of one select() call.
+class Selector {
+ public:
+  Selector(const BuildContext& context, const SelectOptions& options) : context_(context), options_(options) {}
+
+  Result<void> select_source(const std::string& source, std::vector<SourceMatch>& out) {
+    auto parts = clean_components(source);
+    if (!parts) return Error{std::string(kOutsideContext) + source};
+    const std::string cleaned = join_all(*parts);
+    std::vector<std::string> names;
+    if (has_wildcards(cleaned)) {
+      auto globbed = glob(*parts, source);
+      if (!globbed) return globbed.error();
+      names = std::move(*globbed);
+    } else {
+      names.push_back(cleaned);
+    }
+    const std::size_t before = out.size();
+    for (const auto& name : names) {
+      auto match = select_match(name, source);
+      if (!match) return match.error();
+      if (*match) out.push_back(std::move(**match));
+    }
+    if (out.size() == before) return not_found(cleaned);
+    return {};
+  }
+
+ private:
+  bool ignored(const std::string& path) const { return options_.ignore && options_.ignore->excluded(path); }
+  bool ignored_for_good(const std::string& path, bool directory) const {
+    return ignored(path) && !(directory && options_.ignore->may_include_below(path));
+  }
+
+  // Paths matching the wildcard components, sorted; only what the context transfer
+  // would hold (not ignored). As in BuildKit, the literal components before the first
+  // wildcard are resolved following symlinks (beneath the context); from there on the
+  // match walks the tree without following any (a link matching a middle component is
+  // not entered), and only the last component may match a link.
+  Result<std::vector<std::string>> glob(const std::vector<std::string>& parts, const std::string& source) {
+    std::size_t first_wildcard = 0;
+    std::string prefix;
+    while (!is_meta(parts[first_wildcard])) prefix = join(prefix, parts[first_wildcard++]);
+    std::vector<std::string> candidates{prefix};
+    for (std::size_t i = first_wildcard; i < parts.size(); ++i) {
+      const std::string& part = parts[i];
+      const bool last = i + 1 == parts.size();
+      std::vector<std::string> next;
+      for (const auto& dir : candidates) {
+        UniqueFd fd(open_beneath(context_.fd(), dir, O_RDONLY | O_DIRECTORY));
+        if (!fd) {
+          if (errno == EXDEV) return Error{std::string(kOutsideContext) + source};
+          if (errno == ENOENT || errno == ENOTDIR) continue;
+          return sys_error("open", (context_.dir() / dir).string());
+        }
+        std::vector<std::string> names;
+        if (is_meta(part)) {
+          auto listed = list_directory(fd.get(), (context_.dir() / dir).string());
+          if (!listed) return listed.error();
+          std::sort(listed->begin(), listed->end());
+          for (auto& name : *listed) {
+            const auto matched = path_match(part, name);
+            if (!matched) return Error{"COPY source \"" + source + "\": syntax error in pattern"};
+            if (*matched) names.push_back(std::move(name));
+          }
+        } else {
+          names.push_back(part);
+        }
+        for (const auto& name : names) {
+          struct stat st {};
+          if (::fstatat(fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+          if (!last && !S_ISDIR(st.st_mode)) continue;
+          const std::string path = join(dir, name);
+          // The last component is followed by the copy, so its ignore test sees the target's type.
+          const bool directory =
+              S_ISDIR(st.st_mode) ||
+              (S_ISLNK(st.st_mode) && ::fstatat(fd.get(), name.c_str(), &st, 0) == 0 && S_ISDIR(st.st_mode));
+          if (!ignored_for_good(path, directory)) next.push_back(path);
+        }
+      }
+      candidates = std::move(next);
+    }
+    return candidates;
+  }
+
+  // The match for context path `name`, or nullopt when it does not exist in the
+  // transferred context (missing, ignored, or excluded by --exclude).
+  Result<std::optional<SourceMatch>> select_match(const std::string& name, const std::string& source) {
+    UniqueFd fd(open_beneath(context_.fd(), name, O_PATH));
+    if (!fd) {
+      if (errno == EXDEV) return Error{std::string(kOutsideContext) + source};
+      if (errno == ENOENT || errno == ENOTDIR) return std::optional<SourceMatch>();
+      return sys_error("open", (context_.dir() / name).string());
+    }
+    auto root = context_path_of(fd.get(), name, source);
+    if (!root) return root.error();
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return sys_error("fstat", (context_.dir() / *root).string());
+    const bool directory = S_ISDIR(st.st_mode);
+    if (ignored_for_good(name, directory) || ignored_for_good(*root, directory)) return std::optional<SourceMatch>();
+    if (options_.exclude && !name.empty() && options_.exclude->excluded(base_name(name))) {
+      return std::optional<SourceMatch>();
+    }
+
+    SourceMatch match;
+    match.name = name;
+    match.root = *root;
+    ContextEntry self = entry_from(*root, st);
+    if (self.type == EntryType::symlink) {
+      // Defensive: openat2 without O_NOFOLLOW either followed the link or failed.
+      return std::optional<SourceMatch>();
+    }
+    note_hardlink(self, st);
+    match.entries.push_back(std::move(self));
+    if (directory) {
+      UniqueFd dir(::openat(fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!dir) return sys_error("open", (context_.dir() / *root).string());
+      auto walked = walk(dir.get(), *root, "", match.entries);
+      if (!walked) return walked.error();
+      // An ignored directory counts only as the parent of what it holds.
+      if (!*walked && (ignored(name) || ignored(*root))) return std::optional<SourceMatch>();
+    }
+    return std::optional<SourceMatch>(std::move(match));
+  }
+
+  // `name` resolved through `fd`, relative to the context (via /proc/self/fd, which
+  // names the real path of what was opened).
+  Result<std::string> context_path_of(int fd, const std::string& name, const std::string& source) const {
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    auto real = read_link_at(AT_FDCWD, link.c_str(), (context_.dir() / name).string());
+    if (!real) return real.error();
+    const std::string& base = context_.dir().string();
+    if (*real == base) return std::string();
+    const std::string prefix = base == "/" ? "/" : base + "/";
+    if (real->compare(0, prefix.size(), prefix) != 0) return Error{std::string(kOutsideContext) + source};
+    return real->substr(prefix.size());
+  }
+
+  // Appends the selected entries below `dir_fd` (context path `dir`, `relative` to the
+  // match root). True if anything was appended.
+  Result<bool> walk(int dir_fd, const std::string& dir, const std::string& relative, std::vector<ContextEntry>& out) {
+    auto names = list_directory(dir_fd, (context_.dir() / dir).string());
+    if (!names) return names.error();
+    std::sort(names->begin(), names->end());
+    bool appended = false;
+    for (const auto& name : *names) {
+      const std::string path = join(dir, name);
+      const std::string below = join(relative, name);
+      struct stat st {};
+      if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        return sys_error("lstat", (context_.dir() / path).string());
+      }
+      const bool directory = S_ISDIR(st.st_mode);
+      const bool left_out_by_ignore = ignored(path);
+      const bool left_out_by_exclude = options_.exclude && options_.exclude->excluded(below);
+      if (!directory) {
+        if (left_out_by_ignore || left_out_by_exclude) continue;
+        ContextEntry entry = entry_from(path, st);
+        if (entry.type == EntryType::symlink) {
+          auto target = read_link_at(dir_fd, name.c_str(), (context_.dir() / path).string());
+          if (!target) return target.error();
+          entry.link_target = std::move(*target);
+        }
+        note_hardlink(entry, st);
+        out.push_back(std::move(entry));
+        appended = true;
+        continue;
+      }
+      const bool may_descend = (!left_out_by_ignore || options_.ignore->may_include_below(path)) &&
+                               (!left_out_by_exclude || options_.exclude->may_include_below(below));
+      if (!may_descend) continue;
+      const std::size_t position = out.size();
+      out.push_back(entry_from(path, st));
+      UniqueFd child(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!child) return sys_error("open", (context_.dir() / path).string());
+      auto walked = walk(child.get(), path, below, out);
+      if (!walked) return walked.error();
+      // A left-out directory is only kept as the parent of re-included paths.
+      if (!*walked && (left_out_by_ignore || left_out_by_exclude)) {
+        out.resize(position);
+        continue;
+      }
+      appended = true;
+    }
+    return appended;
+  }
+
+  void note_hardlink(ContextEntry& entry, const struct stat& st) {
+    if (entry.type != EntryType::regular || st.st_nlink < 2) return;
+    const auto [it, inserted] = first_link_.try_emplace({st.st_dev, st.st_ino}, entry.path);
+    if (!inserted && it->second != entry.path) entry.hardlink_to = it->second;
+  }
+
+  const BuildContext& context_;
+  const SelectOptions& options_;
+  std::map<std::pair<dev_t, ino_t>, std::string> first_link_;  // inode -> first path selected
+};
+
+}  // namespace
+
+Result<BuildContext> BuildContext::open(const fs::path& dir) {
+  std::error_code ec;
+  fs::path real = fs::canonical(dir, ec);
+  if (ec) return Error{"build context " + dir.string() + ": " + ec.message()};
+  UniqueFd fd(::open(real.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return sys_error("open build context", real.string());
+  return BuildContext(std::move(real), std::move(fd));
+}
+
+Result<std::vector<SourceMatch>> BuildContext::select(const std::vector<std::string>& sources,
+                                                      const SelectOptions& options) const {
+  Selector selector(*this, options);
+  std::vector<SourceMatch> matches;
+  for (const auto& source : sources) {
+    if (auto selected = selector.select_source(source, matches); !selected) return selected.error();
+  }
+  return matches;
+}
+
+std::string relative_destination(const SourceMatch& match, const ContextEntry& entry, bool parents,
+                                 std::string_view source) {
+  // The entry's path below the match root ("" for the match itself).
+  std::string below;
+  if (entry.path != match.root) below = match.root.empty() ? entry.path : entry.path.substr(match.root.size() + 1);
+  if (!parents) return match.is_directory() ? below : std::string(base_name(match.name));
+
+  std::string kept = match.name;
+  std::string_view rest = source;
+  while (rest.substr(0, 2) == "./") rest.remove_prefix(2);
+  if (const auto pivot = rest.find("/./"); pivot != std::string_view::npos) {
+    const auto dropped = clean_components(rest.substr(0, pivot));
+    const std::string prefix = dropped ? join_all(*dropped) : std::string();
+    if (kept == prefix) {
+      kept.clear();
+    } else if (!prefix.empty() && kept.compare(0, prefix.size() + 1, prefix + "/") == 0) {
+      kept.erase(0, prefix.size() + 1);
+    }
+  }
+  return below.empty() ? kept : join(kept, below);
+}
+
+Result<std::optional<IgnoreFile>> read_ignore_file(const fs::path& context_dir, const fs::path& dockerfile) {
+  std::vector<std::pair<fs::path, std::string>> candidates;
+  if (!dockerfile.empty()) {
+    const std::string name = dockerfile.filename().string() + ".dockerignore";
+    candidates.emplace_back(dockerfile.parent_path() / name, name);
+  }
+  candidates.emplace_back(context_dir / ".dockerignore", ".dockerignore");
+  for (const auto& [path, name] : candidates) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT) continue;
+      return sys_error("open", path.string());
+    }
+    std::string text;
+    char buffer[65536];
+    for (;;) {
+      const ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        return sys_error("read", path.string());
+      }
+      if (got == 0) break;
+      text.append(buffer, static_cast<std::size_t>(got));
+    }
+    return std::optional<IgnoreFile>(IgnoreFile{name, std::move(text)});
+  }
+  return std::optional<IgnoreFile>();
+}
+
+}  // namespace kiln::cache

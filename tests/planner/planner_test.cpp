@@ -1,0 +1,589 @@
+// The planner on small Dockerfiles: stages and targets, ARG/ENV scoping,
+// expansion, config changes, history texts and definition keys, as BuildKit
+// gives them meaning.
+#include "planner/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "parser/parser.h"
+
+namespace kiln::planner {
+namespace {
+
+using Strings = std::vector<std::string>;
+
+PlanOptions amd64_options() {
+  PlanOptions options;
+  options.target_platform = *oci::Platform::parse("linux/amd64");
+  options.build_platform = *oci::Platform::parse("linux/amd64");
+  return options;
+}
+
+Result<BuildGraph> plan_text(std::string_view text, const PlanOptions& options = amd64_options()) {
+  auto ast = parser::parse(text);
+  if (!ast.ok()) {
+    ADD_FAILURE() << "parse failed: " << ast.error().message;
+    return ast.error();
+  }
+  return plan(*ast, options);
+}
+
+BuildGraph planned(std::string_view text, const PlanOptions& options = amd64_options()) {
+  auto graph = plan_text(text, options);
+  EXPECT_TRUE(graph.ok()) << graph.error().message;
+  return graph.ok() ? *graph : BuildGraph{};
+}
+
+std::string error_of(std::string_view text, const PlanOptions& options = amd64_options()) {
+  auto graph = plan_text(text, options);
+  return graph.ok() ? "<accepted>" : graph.error().message;
+}
+
+Strings stage_names(const BuildGraph& graph) {
+  Strings names;
+  for (const Stage& stage : graph.stages) names.push_back(stage.name);
+  return names;
+}
+
+std::optional<std::string> env_value(const std::vector<EnvVar>& env, std::string_view name) {
+  for (const EnvVar& var : env) {
+    if (var.name == name) return var.value;
+  }
+  return std::nullopt;
+}
+
+const Step& last_step(const BuildGraph& graph) { return graph.stages.back().steps.back(); }
+
+// The keys of a stage's layer steps, chained from a fixed root, with fixed
+// input identities: what the executor would compute when nothing else changed.
+Strings layer_keys(const Stage& stage) {
+  std::string parent = base_key(stage, "sha256:base").str();
+  Strings keys;
+  for (const Step& step : stage.steps) {
+    if (step.action == StepAction::config) continue;
+    Strings identities(step.inputs.size(), "content");
+    parent = step_key(parent, step, identities).str();
+    keys.push_back(parent);
+  }
+  return keys;
+}
+
+// --- stages, targets, references ----------------------------------------
+
+TEST(PlannerStages, OnlyTheStagesTheTargetNeedsInDependencyOrder) {
+  BuildGraph graph = planned(
+      "FROM alpine AS base\n"
+      "FROM busybox AS unused\n"
+      "FROM scratch AS tools\n"
+      "FROM base AS final\n"
+      "COPY --from=tools /t /t\n");
+  EXPECT_EQ(stage_names(graph), (Strings{"base", "tools", "final"}));
+  EXPECT_EQ(graph.target, 2u);
+  const Stage& final = graph.stages[2];
+  EXPECT_EQ(final.base.kind, StageBase::Kind::stage);
+  EXPECT_EQ(final.base.stage, 0u);
+  EXPECT_EQ(final.depends_on, (std::vector<size_t>{0, 1}));
+  ASSERT_EQ(final.steps[0].inputs.size(), 1u);
+  EXPECT_EQ(final.steps[0].inputs[0].kind, StepInput::Kind::stage);
+  EXPECT_EQ(final.steps[0].inputs[0].stage, 1u);
+  EXPECT_EQ(graph.stages[0].base.reference->str(), "docker.io/library/alpine:latest");
+  EXPECT_EQ(graph.stages[1].base.kind, StageBase::Kind::scratch);
+}
+
+TEST(PlannerStages, TargetIsCaseInsensitiveAndPrunesLaterStages) {
+  PlanOptions options = amd64_options();
+  options.target = "Build";
+  BuildGraph graph = planned("FROM alpine AS build\nRUN make\nFROM build AS test\nRUN test\n", options);
+  EXPECT_EQ(stage_names(graph), (Strings{"build"}));
+  EXPECT_EQ(graph.stages[0].file_index, 0u);
+}
+
+TEST(PlannerStages, UnknownTargetIsRejectedWithASuggestion) {
+  PlanOptions options = amd64_options();
+  options.target = "biuld";
+  EXPECT_EQ(error_of("FROM alpine AS build\nFROM build\n", options),
+            "target stage \"biuld\" could not be found (did you mean build?)");
+  options.target = "nothing";
+  EXPECT_EQ(error_of("FROM alpine AS build\n", options), "target stage \"nothing\" could not be found");
+}
+
+TEST(PlannerStages, AStageNameShadowsAnImageOnlyAfterItIsDefined) {
+  BuildGraph graph = planned("FROM alpine AS alpine\nRUN touch /x\nFROM alpine\nCOPY --from=alpine /x /x\n");
+  ASSERT_EQ(graph.stages.size(), 2u);
+  EXPECT_EQ(graph.stages[0].base.kind, StageBase::Kind::image);
+  EXPECT_EQ(graph.stages[1].base.kind, StageBase::Kind::stage);
+  EXPECT_EQ(last_step(graph).inputs[0].kind, StepInput::Kind::stage);
+}
+
+TEST(PlannerStages, CopyFromAnIndexAStageOrAnImage) {
+  BuildGraph graph = planned(
+      "FROM scratch\n"
+      "FROM scratch AS named\n"
+      "FROM scratch\n"
+      "COPY --from=0 /a /a\n"
+      "COPY --from=NAMED /b /b\n"
+      "COPY --from=busybox:1.36 /bin/busybox /bin/\n"
+      "COPY ctx /ctx\n");
+  const Stage& final = graph.stages.back();
+  EXPECT_EQ(final.depends_on, (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(final.steps[0].inputs[0].kind, StepInput::Kind::stage);
+  EXPECT_EQ(final.steps[0].inputs[0].stage, 0u);
+  EXPECT_EQ(final.steps[1].inputs[0].stage, 1u);
+  EXPECT_EQ(final.steps[2].inputs[0].kind, StepInput::Kind::image);
+  EXPECT_EQ(final.steps[2].inputs[0].reference->str(), "docker.io/library/busybox:1.36");
+  EXPECT_EQ(final.steps[3].inputs[0].kind, StepInput::Kind::context);
+}
+
+TEST(PlannerStages, MountFromAStageIsADependency) {
+  BuildGraph graph = planned(
+      "FROM scratch AS cache\n"
+      "FROM alpine\n"
+      "RUN --mount=from=cache,target=/c --mount=type=tmpfs,target=/t --mount=target=/src ls\n");
+  const Step& run = last_step(graph);
+  EXPECT_EQ(graph.stages.back().depends_on, (std::vector<size_t>{0}));
+  ASSERT_EQ(run.inputs.size(), 2u);
+  EXPECT_EQ(run.inputs[0].kind, StepInput::Kind::stage);
+  EXPECT_EQ(run.inputs[1].kind, StepInput::Kind::context);
+  EXPECT_EQ(run.mount_inputs, (std::vector<int>{0, -1, 1}));
+}
+
+TEST(PlannerStages, CyclesAreRejectedWithTheLocation) {
+  EXPECT_EQ(error_of("FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n"),
+            "Dockerfile:4:1: circular dependency detected on stage: a");
+  EXPECT_EQ(error_of("FROM scratch AS self\nCOPY --from=self /x /x\n"),
+            "Dockerfile:2:1: circular dependency detected on stage: self");
+}
+
+TEST(PlannerStages, BadReferencesAreRejectedWithTheLocation) {
+  EXPECT_EQ(error_of("FROM scratch\nCOPY --from=3 /x /x\n"), "Dockerfile:2:1: invalid stage index 3");
+  EXPECT_EQ(error_of("ARG X\nFROM $X\n"), "Dockerfile:2:1: base name ($X) should not be blank");
+  EXPECT_NE(error_of("FROM scratch\nCOPY --from=$X /x /x\n").find("Dockerfile:2:1: variable expansion is not "
+                                                                     "supported for --from"),
+            std::string::npos);
+  EXPECT_NE(error_of("FROM Alpine\n").find("Dockerfile:1:1: failed to parse stage name \"Alpine\""),
+            std::string::npos);
+}
+
+// --- ARG scoping ----------------------------------------------------------
+
+TEST(PlannerArgs, GlobalArgParameterisesFrom) {
+  const char* text = "ARG VERSION=3.19\nARG IMAGE=alpine:${VERSION}\nFROM $IMAGE\n";
+  EXPECT_EQ(planned(text).stages[0].base.image, "alpine:3.19");
+  PlanOptions options = amd64_options();
+  options.build_args = {{"VERSION", "3.20"}};
+  BuildGraph graph = planned(text, options);
+  EXPECT_EQ(graph.stages[0].base.reference->str(), "docker.io/library/alpine:3.20");
+  EXPECT_TRUE(graph.warnings.empty());
+}
+
+TEST(PlannerArgs, GlobalArgIsVisibleInAStageOnlyWhenRedeclared) {
+  EXPECT_EQ(env_value(last_step(planned("ARG V=1\nFROM scratch\nENV A=x$V\n")).env, "A"), "x");
+  EXPECT_EQ(env_value(last_step(planned("ARG V=1\nFROM scratch\nARG V\nENV A=x$V\n")).env, "A"), "x1");
+  PlanOptions options = amd64_options();
+  options.build_args = {{"V", "2"}};
+  EXPECT_EQ(env_value(last_step(planned("ARG V=1\nFROM scratch\nARG V\nENV A=x$V\n", options)).env, "A"), "x2");
+}
+
+TEST(PlannerArgs, StageArgDefaultAndBuildArgOverride) {
+  const char* text = "FROM scratch\nARG X=default\nARG Y=${X}-y\nRUN true\n";
+  BuildGraph graph = planned(text);
+  EXPECT_EQ(env_value(last_step(graph).env, "Y"), "default-y");
+  PlanOptions options = amd64_options();
+  options.build_args = {{"X", "given"}};
+  graph = planned(text, options);
+  EXPECT_EQ(env_value(last_step(graph).env, "X"), "given");
+  EXPECT_EQ(env_value(last_step(graph).env, "Y"), "given-y");
+  // ARG values are build-time only: no config change.
+  EXPECT_TRUE(graph.stages[0].steps[0].config.set_env.empty());
+}
+
+TEST(PlannerArgs, UnusedBuildArgsAreWarnedAbout) {
+  PlanOptions options = amd64_options();
+  options.build_args = {{"USED", "1"}, {"GLOBAL", "1"}, {"ZZZ", "1"}, {"AAA", "1"}, {"PRUNED", "1"},
+                        {"HTTP_PROXY", "http://proxy"}, {"TARGETARCH", "amd64"}};
+  BuildGraph graph = planned(
+      "ARG GLOBAL\nFROM scratch AS other\nARG PRUNED\nFROM scratch\nARG USED\n", options);
+  EXPECT_EQ(graph.warnings, (Strings{"[Warning] One or more build-args [AAA PRUNED ZZZ] were not consumed"}));
+}
+
+TEST(PlannerArgs, PredefinedPlatformArgs) {
+  PlanOptions options;
+  options.target_platform = *oci::Platform::parse("linux/arm/v7");
+  options.build_platform = *oci::Platform::parse("linux/amd64");
+  BuildGraph graph = planned(
+      "FROM --platform=$BUILDPLATFORM scratch AS builder\n"
+      "ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT\n"
+      "RUN true\n"
+      "FROM scratch\n"
+      "COPY --from=builder /x /x\n"
+      "ENV UNDECLARED=x${TARGETARCH}\n",
+      options);
+  const Stage& builder = graph.stages[0];
+  EXPECT_EQ(builder.platform.str(), "linux/amd64");
+  EXPECT_EQ(graph.stages[1].platform.str(), "linux/arm/v7");
+  const auto& env = builder.steps[1].env;
+  EXPECT_EQ(env_value(env, "TARGETPLATFORM"), "linux/arm/v7");
+  EXPECT_EQ(env_value(env, "TARGETOS"), "linux");
+  EXPECT_EQ(env_value(env, "TARGETARCH"), "arm");
+  EXPECT_EQ(env_value(env, "TARGETVARIANT"), "v7");
+  EXPECT_EQ(env_value(env, "BUILDPLATFORM"), "linux/amd64");
+  EXPECT_EQ(env_value(env, "BUILDOS"), "linux");
+  EXPECT_EQ(env_value(env, "BUILDARCH"), "amd64");
+  EXPECT_EQ(env_value(env, "BUILDVARIANT"), "");
+  EXPECT_EQ(env_value(last_step(graph).env, "UNDECLARED"), "x");
+}
+
+TEST(PlannerArgs, ProxyArgsReachRunButNotKeysConfigOrHistory) {
+  const char* text = "FROM scratch\nARG HTTP_PROXY\nARG no_proxy\nRUN curl example.com\n";
+  PlanOptions options = amd64_options();
+  options.build_args = {{"HTTP_PROXY", "http://secret@proxy:3128"}, {"no_proxy", "localhost"}};
+  BuildGraph graph = planned(text, options);
+  EXPECT_EQ(graph.proxy_env,
+            (std::vector<EnvVar>{{"HTTP_PROXY", "http://secret@proxy:3128"}, {"no_proxy", "localhost"}}));
+  const Step& run = last_step(graph);
+  EXPECT_FALSE(env_value(run.env, "HTTP_PROXY"));
+  EXPECT_EQ(run.definition.find("secret"), std::string::npos);
+  EXPECT_EQ(run.created_by, "RUN /bin/sh -c curl example.com # buildkit");
+  EXPECT_TRUE(graph.warnings.empty());
+  options.build_args = {{"HTTP_PROXY", "http://other:3128"}};
+  EXPECT_EQ(layer_keys(graph.stages[0]), layer_keys(planned(text, options).stages[0]));
+  EXPECT_EQ(layer_keys(graph.stages[0]), layer_keys(planned(text).stages[0]));
+}
+
+TEST(PlannerArgs, EnvOverridesAnEarlierArgOfTheSameName) {
+  PlanOptions options = amd64_options();
+  options.build_args = {{"VER", "from-cli"}};
+  BuildGraph graph = planned("FROM scratch\nARG VER\nENV VER=v1.0.0\nRUN echo $VER\n", options);
+  EXPECT_EQ(env_value(last_step(graph).env, "VER"), "v1.0.0");
+  EXPECT_EQ(graph.stages[0].steps[1].config.set_env, (std::vector<EnvVar>{{"VER", "v1.0.0"}}));
+  // The history shows the value the RUN saw, as BuildKit's runCommandString.
+  EXPECT_EQ(last_step(graph).created_by, "RUN |1 VER=v1.0.0 /bin/sh -c echo $VER # buildkit");
+}
+
+// --- expansion --------------------------------------------------------------
+
+TEST(PlannerExpansion, OnlyWhereDockerExpands) {
+  BuildGraph graph = planned(
+      "FROM scratch\n"
+      "ENV X=hello P=8080 S=SIGTERM\n"
+      "RUN echo $X\n"
+      "CMD echo $X\n"
+      "WORKDIR /srv/$X\n"
+      "COPY --chown=$X:$X $X.txt ${X}_dir/\n"
+      "ADD --chmod=0644 $X.tar /opt/$X/\n"
+      "LABEL name=$X \"other\"=\"${X:-none}\"\n"
+      "USER $X\n"
+      "EXPOSE $P ${P}/udp\n"
+      "VOLUME /data/$X\n"
+      "STOPSIGNAL $S\n"
+      "ENTRYPOINT [\"/bin/$X\"]\n");
+  const auto& steps = graph.stages[0].steps;
+  EXPECT_EQ(steps[1].argv, (Strings{"/bin/sh", "-c", "echo $X"}));
+  EXPECT_EQ(steps[2].config.cmd, (Strings{"/bin/sh", "-c", "echo $X"}));
+  EXPECT_EQ(steps[3].config.working_dir, "/srv/hello");
+  auto& copy = std::get<parser::CopyInstruction>(steps[4].instruction);
+  EXPECT_EQ(copy.files.paths, (Strings{"hello.txt"}));
+  EXPECT_EQ(copy.chown, "hello:hello");
+  EXPECT_EQ(steps[4].destination, "/srv/hello/hello_dir/");
+  EXPECT_EQ(steps[5].destination, "/opt/hello/");
+  EXPECT_EQ(steps[6].config.set_labels, (std::vector<EnvVar>{{"name", "hello"}, {"other", "hello"}}));
+  EXPECT_EQ(steps[7].config.user, "hello");
+  EXPECT_EQ(steps[8].config.add_exposed_ports, (Strings{"8080/tcp", "8080/udp"}));
+  EXPECT_EQ(steps[9].config.add_volumes, (Strings{"/data/hello"}));
+  EXPECT_EQ(steps[10].config.stop_signal, "SIGTERM");
+  EXPECT_EQ(steps[11].config.entrypoint, (Strings{"/bin/$X"}));
+}
+
+TEST(PlannerExpansion, BacktickEscapeDirective) {
+  BuildGraph graph = planned("# escape=`\nFROM scratch\nENV A=x\nENV B=`$A C=$A D=c:\\dir\n");
+  const Step& step = last_step(graph);
+  EXPECT_EQ(step.config.set_env, (std::vector<EnvVar>{{"B", "$A"}, {"C", "x"}, {"D", "c:\\dir"}}));
+}
+
+TEST(PlannerExpansion, RunMountValuesAreExpanded) {
+  BuildGraph graph = planned("FROM scratch\nARG ID=gomod\nRUN --mount=type=cache,id=$ID,target=/root/go go build\n");
+  const auto& run = std::get<parser::RunInstruction>(last_step(graph).instruction);
+  ASSERT_EQ(run.mounts.size(), 1u);
+  EXPECT_TRUE(run.mounts[0].resolved);
+  EXPECT_EQ(run.mounts[0].id, "gomod");
+  EXPECT_EQ(run.mounts[0].target, "/root/go");
+}
+
+// --- config and history -----------------------------------------------------
+
+TEST(PlannerConfig, HistoryTextsLikeBuildKit) {
+  BuildGraph graph = planned(
+      "FROM scratch\n"
+      "ARG A=1\n"
+      "ENV B=two\n"
+      "RUN echo hi\n"
+      "COPY --chown=1:1 a b /dst/\n"
+      "ADD --chmod=755 x.tar /\n"
+      "WORKDIR /app\n"
+      "WORKDIR /\n"
+      "CMD [\"run\", \"it\"]\n"
+      "ENTRYPOINT echo \"x\"\n"
+      "EXPOSE 80 53/udp\n"
+      "VOLUME /data /cache\n"
+      "LABEL k=v\n"
+      "USER nobody\n"
+      "SHELL [\"/bin/bash\", \"-c\"]\n"
+      "STOPSIGNAL SIGKILL\n"
+      "HEALTHCHECK --interval=30s --retries=3 CMD curl -f http://localhost/\n"
+      "MAINTAINER me\n"
+      "ONBUILD RUN echo child\n");
+  Strings history;
+  std::vector<bool> empty;
+  for (const Step& step : graph.stages[0].steps) {
+    history.push_back(step.created_by);
+    empty.push_back(step.empty_layer);
+  }
+  EXPECT_EQ(history, (Strings{
+                         "ARG A=1",
+                         "ENV B=two",
+                         "RUN |1 A=1 /bin/sh -c echo hi # buildkit",
+                         "COPY --chown=1:1 a b /dst/ # buildkit",
+                         "ADD --chmod=755 x.tar / # buildkit",
+                         "WORKDIR /app",
+                         "WORKDIR /",
+                         "CMD [\"run\" \"it\"]",
+                         "ENTRYPOINT [\"/bin/sh\" \"-c\" \"echo \\\"x\\\"\"]",
+                         "EXPOSE [53/udp 80/tcp]",
+                         "VOLUME [/data /cache]",
+                         "LABEL k=v",
+                         "USER nobody",
+                         "SHELL [/bin/bash -c]",
+                         "STOPSIGNAL SIGKILL",
+                         "HEALTHCHECK {Test:[CMD-SHELL curl -f http://localhost/] Interval:30s Timeout:0s "
+                         "StartPeriod:0s StartInterval:0s Retries:3}",
+                         "MAINTAINER me",
+                         "",
+                     }));
+  EXPECT_EQ(empty, (std::vector<bool>{true, true, false, false, false, false, true, true, true, true, true, true,
+                                      true, true, true, true, true, true}));
+  const auto& steps = graph.stages[0].steps;
+  EXPECT_EQ(steps[5].action, StepAction::mkdir);
+  EXPECT_EQ(steps[6].action, StepAction::config);
+  EXPECT_EQ(steps[17].config.add_onbuild, (Strings{"RUN echo child"}));
+  EXPECT_EQ(steps[16].config.author, "me");
+  ASSERT_TRUE(steps[15].config.healthcheck.has_value());
+  EXPECT_EQ(steps[15].config.healthcheck->retries, 3);
+  EXPECT_EQ(steps[15].config.healthcheck->interval_ns, 30'000'000'000);
+}
+
+TEST(PlannerConfig, EntrypointClearsTheInheritedCmdUnlessTheStageSetOne) {
+  BuildGraph graph = planned("FROM alpine\nENTRYPOINT [\"a\"]\n");
+  EXPECT_TRUE(last_step(graph).config.clear_cmd);
+  EXPECT_TRUE(last_step(graph).config.set_entrypoint);
+  graph = planned("FROM alpine\nCMD [\"x\"]\nENTRYPOINT [\"b\"]\n");
+  EXPECT_FALSE(last_step(graph).config.clear_cmd);
+  graph = planned("FROM alpine\nENTRYPOINT []\n");
+  EXPECT_TRUE(last_step(graph).config.set_entrypoint);
+  EXPECT_EQ(last_step(graph).config.entrypoint, std::nullopt);
+}
+
+TEST(PlannerConfig, ShellAppliesToLaterShellForms) {
+  BuildGraph graph = planned(
+      "FROM alpine\nRUN echo 1\nSHELL [\"/bin/bash\", \"-eu\", \"-c\"]\nRUN echo 2\nCMD echo 3\nRUN [\"/x\", \"y\"]\n");
+  const auto& steps = graph.stages[0].steps;
+  EXPECT_EQ(steps[0].argv, (Strings{"/bin/sh", "-c", "echo 1"}));
+  EXPECT_EQ(steps[2].argv, (Strings{"/bin/bash", "-eu", "-c", "echo 2"}));
+  EXPECT_EQ(steps[3].config.cmd, (Strings{"/bin/bash", "-eu", "-c", "echo 3"}));
+  EXPECT_EQ(steps[4].argv, (Strings{"/x", "y"}));
+}
+
+TEST(PlannerConfig, WorkdirIsRelativeToThePreviousOne) {
+  BuildGraph graph = planned("FROM alpine\nWORKDIR /a\nWORKDIR b\nWORKDIR ../c/./d/\nCOPY x rel/\nRUN pwd\nCOPY y .\n");
+  const auto& steps = graph.stages[0].steps;
+  EXPECT_EQ(steps[1].config.working_dir, "/a/b");
+  EXPECT_EQ(steps[2].config.working_dir, "/a/c/d");
+  EXPECT_EQ(steps[3].destination, "/a/c/d/rel/");
+  EXPECT_EQ(steps[4].working_dir, "/a/c/d");
+  EXPECT_EQ(steps[5].destination, "/a/c/d/");
+}
+
+TEST(PlannerConfig, AStageContinuesFromItsBaseStage) {
+  BuildGraph graph = planned(
+      "FROM alpine AS base\nARG V=1\nENV E=e\nWORKDIR /w\nUSER app\nSHELL [\"/bin/ash\", \"-c\"]\n"
+      "FROM base\nRUN echo\n");
+  const Step& run = last_step(graph);
+  EXPECT_EQ(env_value(run.env, "E"), "e");
+  EXPECT_EQ(run.working_dir, "/w");
+  EXPECT_EQ(run.user, "app");
+  EXPECT_EQ(run.argv, (Strings{"/bin/ash", "-c", "echo"}));
+  EXPECT_EQ(run.created_by, "RUN |1 V=1 /bin/ash -c echo # buildkit");
+  EXPECT_TRUE(graph.stages[1].added_env.empty());
+}
+
+TEST(PlannerConfig, BaseImageConfigComesFromTheResolver) {
+  PlanOptions options = amd64_options();
+  std::vector<std::string> asked;
+  options.resolve_base = [&](const oci::Reference& reference, const oci::Platform& platform) {
+    asked.push_back(reference.str() + " " + platform.str());
+    return Result<BaseImageConfig>(BaseImageConfig{{"PATH=/go/bin:/usr/bin", "GOPATH=/go"}, "/go", "", {}, {}});
+  };
+  BuildGraph graph = planned("FROM golang:1.22\nWORKDIR $GOPATH/src\nRUN go build\n", options);
+  EXPECT_EQ(asked, (Strings{"docker.io/library/golang:1.22 linux/amd64"}));
+  EXPECT_TRUE(graph.stages[0].added_env.empty());
+  EXPECT_EQ(last_step(graph).working_dir, "/go/src");
+  EXPECT_EQ(env_value(last_step(graph).env, "PATH"), "/go/bin:/usr/bin");
+  // Without a resolver, the default PATH is added as BuildKit does.
+  graph = planned("FROM scratch\nRUN x\n");
+  EXPECT_EQ(graph.stages[0].added_env,
+            (std::vector<EnvVar>{{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}));
+}
+
+TEST(PlannerConfig, RunHeredocs) {
+  BuildGraph graph = planned("FROM alpine\nRUN <<EOF\necho hi\nEOF\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n"
+                             "RUN python3 <<EOF\nprint(2)\nEOF\n");
+  const auto& steps = graph.stages[0].steps;
+  EXPECT_EQ(steps[0].argv, (Strings{"/bin/sh", "-c", "echo hi\n"}));
+  EXPECT_EQ(steps[1].argv, (Strings{"/bin/sh", "-c", "/dev/pipes/EOF"}));
+  ASSERT_TRUE(steps[1].script.has_value());
+  EXPECT_EQ(steps[1].script->second, "#!/usr/bin/env python3\nprint(1)\n");
+  EXPECT_EQ(steps[2].argv, (Strings{"/bin/sh", "-c", "python3 <<EOF\nprint(2)\nEOF"}));
+}
+
+// --- cache keys -------------------------------------------------------------
+
+TEST(PlannerKeys, ChangeWhenAnArgTheStepSeesChanges) {
+  const char* text = "ARG G=1\nFROM scratch\nARG V=1\nRUN echo $V\nARG LATE=1\nRUN echo late\n";
+  Strings keys = layer_keys(planned(text).stages[0]);
+  ASSERT_EQ(keys.size(), 2u);
+  PlanOptions options = amd64_options();
+  options.build_args = {{"V", "2"}};
+  Strings changed = layer_keys(planned(text, options).stages[0]);
+  EXPECT_NE(keys[0], changed[0]);
+  EXPECT_NE(keys[1], changed[1]);  // chained: the parent changed
+  // An arg the stage never declared, and one declared after the step.
+  options.build_args = {{"G", "2"}, {"LATE", "2"}};
+  Strings unrelated = layer_keys(planned(text, options).stages[0]);
+  EXPECT_EQ(keys[0], unrelated[0]);
+  EXPECT_NE(keys[1], unrelated[1]);
+}
+
+TEST(PlannerKeys, ConfigOnlyStepsHaveNoKeyAndDoNotBreakTheChain) {
+  Strings a = layer_keys(planned("FROM scratch\nRUN x\nLABEL a=1\nCMD [\"y\"]\nRUN z\n").stages[0]);
+  Strings b = layer_keys(planned("FROM scratch\nRUN x\nLABEL a=2\nRUN z\n").stages[0]);
+  EXPECT_EQ(a, b);
+  BuildGraph graph = planned("FROM scratch\nLABEL a=1\n");
+  EXPECT_TRUE(last_step(graph).definition.empty());
+}
+
+TEST(PlannerKeys, ChainedByParentBaseAndInputs) {
+  BuildGraph graph = planned("FROM alpine\nCOPY a /a\n");
+  const Stage& stage = graph.stages[0];
+  const Step& copy = stage.steps[0];
+  std::string root1 = base_key(stage, "sha256:1111").str();
+  std::string root2 = base_key(stage, "sha256:2222").str();
+  Strings content = {"content-a"};
+  EXPECT_NE(root1, root2);
+  EXPECT_NE(step_key(root1, copy, content), step_key(root2, copy, content));
+  EXPECT_EQ(step_key(root1, copy, content), step_key(root1, copy, content));
+  Strings other = {"content-b"};
+  EXPECT_NE(step_key(root1, copy, content), step_key(root1, copy, other));
+  EXPECT_EQ(copy.definition.find("alpine"), std::string::npos);  // the base enters by its digest only
+}
+
+TEST(PlannerKeys, DependOnThePlatform) {
+  PlanOptions arm = amd64_options();
+  arm.target_platform = *oci::Platform::parse("linux/arm64");
+  EXPECT_NE(layer_keys(planned("FROM scratch\nRUN x\n").stages[0]),
+            layer_keys(planned("FROM scratch\nRUN x\n", arm).stages[0]));
+}
+
+TEST(PlannerKeys, BytesThatAreNotUtf8StillGiveDistinctKeys) {
+  BuildGraph a = planned("FROM scratch\nRUN echo \xe9\n");
+  BuildGraph b = planned("FROM scratch\nRUN echo \xe8\n");
+  EXPECT_NE(a.stages[0].steps[0].definition, b.stages[0].steps[0].definition);
+  EXPECT_NE(layer_keys(a.stages[0]), layer_keys(b.stages[0]));
+}
+
+TEST(PlannerErrors, ExpansionErrorsCarryTheInstructionsLocation) {
+  EXPECT_EQ(error_of("FROM scratch\nENV A=${X:?unset}\n"),
+            "Dockerfile:2:1: failed to process \"${X:?unset}\": X: unset");
+  EXPECT_NE(error_of("FROM scratch\nARG M=cache\nRUN --mount=from=$M,target=/x true\n").find("Dockerfile:3:"),
+            std::string::npos);
+  EXPECT_EQ(error_of("FROM scratch\nVOLUME $EMPTY\n"), "Dockerfile:2:1: VOLUME specified can not be an empty string");
+}
+
+TEST(PlannerOnbuild, TriggersOfABaseStageRunFirstInTheChild) {
+  BuildGraph graph = planned(
+      "FROM alpine AS base\nONBUILD ENV T=1\nONBUILD RUN echo $T\nFROM base\nRUN echo own\n");
+  const auto& steps = graph.stages[1].steps;
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_TRUE(steps[0].onbuild_trigger);
+  EXPECT_TRUE(steps[1].onbuild_trigger);
+  EXPECT_FALSE(steps[2].onbuild_trigger);
+  EXPECT_EQ(steps[0].config.set_env, (std::vector<EnvVar>{{"T", "1"}}));
+  EXPECT_EQ(steps[1].argv, (Strings{"/bin/sh", "-c", "echo $T"}));
+  EXPECT_EQ(env_value(steps[1].env, "T"), "1");
+  EXPECT_EQ(steps[1].range.start.line, 4);
+  // The base stage itself only records them in its config.
+  EXPECT_EQ(graph.stages[0].steps[0].config.add_onbuild, (Strings{"ENV T=1"}));
+}
+
+TEST(PlannerOnbuild, TriggersOfABaseImageComeFromTheResolver) {
+  PlanOptions options = amd64_options();
+  options.resolve_base = [](const oci::Reference&, const oci::Platform&) {
+    BaseImageConfig config;
+    config.onbuild = {"COPY . /app", "RUN make"};
+    return Result<BaseImageConfig>(config);
+  };
+  BuildGraph graph = planned("FROM builder-base\nRUN test\n", options);
+  const auto& steps = graph.stages[0].steps;
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[0].action, StepAction::copy);
+  EXPECT_EQ(steps[0].destination, "/app");
+  EXPECT_EQ(steps[0].inputs[0].kind, StepInput::Kind::context);
+  EXPECT_EQ(steps[1].argv, (Strings{"/bin/sh", "-c", "make"}));
+  options.resolve_base = [](const oci::Reference&, const oci::Platform&) {
+    BaseImageConfig config;
+    config.onbuild = {"FROM x"};
+    return Result<BaseImageConfig>(config);
+  };
+  EXPECT_EQ(error_of("FROM builder-base\n", options),
+            "Dockerfile:1:1: ONBUILD FROM x: FROM isn't allowed as an ONBUILD trigger");
+}
+
+TEST(PlannerOnbuild, ATriggerCannotReadAStageThatWasNotPlanned) {
+  PlanOptions options = amd64_options();
+  options.target = "b";
+  EXPECT_EQ(error_of("FROM scratch AS a\nONBUILD COPY --from=c /x /x\nFROM a AS b\nFROM scratch AS c\n", options),
+            "Dockerfile:3:1: cannot copy from stage \"c\", it needs to be defined before current stage \"b\"");
+}
+
+TEST(PlannerConfig, EachBaseIsResolvedOncePerPlatform) {
+  PlanOptions options = amd64_options();
+  Strings asked;
+  options.resolve_base = [&](const oci::Reference& reference, const oci::Platform& platform) {
+    asked.push_back(reference.str() + " " + platform.str());
+    return Result<BaseImageConfig>(BaseImageConfig{});
+  };
+  planned("FROM alpine AS a\nFROM alpine AS b\nFROM --platform=linux/arm64 alpine\n"
+          "COPY --from=a /a /a\nCOPY --from=b /b /b\n",
+          options);
+  EXPECT_EQ(asked, (Strings{"docker.io/library/alpine:latest linux/amd64",
+                            "docker.io/library/alpine:latest linux/arm64"}));
+  options.resolve_base = [](const oci::Reference&, const oci::Platform&) {
+    return Result<BaseImageConfig>(Error{"pull alpine: not found"});
+  };
+  EXPECT_EQ(error_of("FROM alpine\n", options), "Dockerfile:1:1: pull alpine: not found");
+}
+
+TEST(PlannerOnbuild, AStageATriggerReadsBecomesADependency) {
+  BuildGraph graph = planned(
+      "FROM scratch AS data\n"
+      "FROM scratch AS base\nONBUILD COPY --from=data /d /d\nCOPY --from=data /d /d\n"
+      "FROM base\n");
+  ASSERT_EQ(graph.stages.size(), 3u);
+  EXPECT_EQ(graph.stages[2].depends_on, (std::vector<size_t>{0, 1}));
+  EXPECT_TRUE(graph.stages[2].steps[0].onbuild_trigger);
+  EXPECT_EQ(graph.stages[2].steps[0].inputs[0].stage, 0u);
+}
+
+}  // namespace
+}  // namespace kiln::planner
