@@ -115,6 +115,59 @@ bool is_overlay_whiteout(const struct stat& st) {
   return S_ISCHR(st.st_mode) && major(st.st_rdev) == 0 && minor(st.st_rdev) == 0;
 }
 
+// Only the attributes a layer carries: what decides whether a directory changed.
+std::vector<Xattr> layer_xattrs(std::vector<Xattr> xattrs) {
+  std::erase_if(xattrs, [](const Xattr& x) { return !is_layer_xattr(x.name); });
+  return xattrs;
+}
+
+bool same_xattrs(const std::vector<Xattr>& a, const std::vector<Xattr>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const Xattr& x, const Xattr& y) { return x.name == y.name && x.value == y.value; });
+}
+
+// The overlay's lower directories that show through at one directory of the tree,
+// top-most first; empty where the tree's directory is new or opaque.
+struct LowerView {
+  std::vector<UniqueFd> dirs;
+  std::string path;  // the layer path ("" or "a/b/"), for error messages
+};
+
+// A directory of the merged lower view: the attributes overlayfs shows for it (those of
+// the top-most lower directory) and the lower directories merged into it.
+struct LowerDirectory {
+  struct stat st;
+  std::vector<Xattr> xattrs;  // layer xattrs only
+  LowerView view;
+};
+
+// Looks `name` up in `parent` as overlayfs merges lower layers: the top-most layer that
+// has the name decides; a whiteout or non-directory there means no directory; a
+// directory merges those of the same name below it, down to the first opaque one or
+// the first layer where the name is not a directory. `lower_roots` name the layers in errors.
+Result<std::optional<LowerDirectory>> find_lower_directory(const LowerView& parent, const std::string& name,
+                                                           const std::vector<std::string>& lower_roots) {
+  std::optional<LowerDirectory> found;
+  for (std::size_t layer = 0; layer < parent.dirs.size(); ++layer) {
+    const std::string display = lower_roots[layer] + "/" + parent.path + name;
+    struct stat st;
+    if (::fstatat(parent.dirs[layer].get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      return sys_error("fstatat", display);
+    }
+    if (!S_ISDIR(st.st_mode)) break;  // a whiteout, or a file the directories above hide
+    UniqueFd dir(::openat(parent.dirs[layer].get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir) return sys_error("open", display);
+    auto xattrs = read_xattrs(dir.get(), display);
+    if (!xattrs) return xattrs.error();
+    const bool opaque = is_opaque_dir(*xattrs);
+    if (!found) found = LowerDirectory{st, layer_xattrs(std::move(*xattrs)), {{}, parent.path + name + "/"}};
+    found->view.dirs.push_back(std::move(dir));
+    if (opaque) break;
+  }
+  return found;
+}
+
 // One directory entry of the tree, and the name it gets in the layer.
 struct Child {
   std::string name;      // on disk
@@ -123,19 +176,26 @@ struct Child {
 };
 
 // Walks the tree and feeds libarchive. Holds the state that spans entries: the first
-// path of every multiply-linked inode and one copy buffer.
+// path of every multiply-linked inode, the unchanged directories whose entries wait for
+// a changed entry below them, and one copy buffer.
 class TreeWriter {
  public:
-  TreeWriter(archive* a, ArchiveOutput& output, const LayerWriteOptions& options, std::string tree)
-      : archive_(a), output_(output), options_(options), tree_(std::move(tree)), buffer_(kCopyBufferSize) {}
+  TreeWriter(archive* a, ArchiveOutput& output, const LayerWriteOptions& options, std::string tree,
+             std::vector<std::string> lower_roots)
+      : archive_(a),
+        output_(output),
+        options_(options),
+        tree_(std::move(tree)),
+        lower_roots_(std::move(lower_roots)),
+        buffer_(kCopyBufferSize) {}
 
   // Writes every entry below the open directory `dir_fd`, whose layer path is `prefix`
-  // ("" for the root, else "a/b/").
-  Result<void> write_directory(int dir_fd, const std::string& prefix) {
+  // ("" for the root, else "a/b/"); `lower` is the lower view of that directory.
+  Result<void> write_directory(int dir_fd, const std::string& prefix, const LowerView& lower) {
     auto children = read_children(dir_fd, prefix);
     if (!children) return children.error();
     for (const Child& child : *children) {
-      if (auto written = write_child(dir_fd, child, prefix); !written) return written;
+      if (auto written = write_child(dir_fd, child, prefix, lower); !written) return written;
     }
     return {};
   }
@@ -164,7 +224,7 @@ class TreeWriter {
     return children;
   }
 
-  Result<void> write_child(int dir_fd, const Child& child, const std::string& prefix) {
+  Result<void> write_child(int dir_fd, const Child& child, const std::string& prefix, const LowerView& lower) {
     const std::string path = prefix + child.tar_name;
     const struct stat& st = child.st;
     EntryPtr entry = new_entry(path, st);
@@ -187,7 +247,7 @@ class TreeWriter {
       case S_IFREG:
         return write_file(dir_fd, child, path, entry.get());
       case S_IFDIR:
-        return write_dir(dir_fd, child, path, entry.get());
+        return write_dir(dir_fd, child, path, std::move(entry), lower);
       case S_IFLNK:
         return write_symlink(dir_fd, child, path, entry.get());
       case S_IFCHR:
@@ -252,19 +312,47 @@ class TreeWriter {
     return {};
   }
 
-  Result<void> write_dir(int dir_fd, const Child& child, const std::string& path, archive_entry* entry) {
+  Result<void> write_dir(int dir_fd, const Child& child, const std::string& path, EntryPtr entry,
+                         const LowerView& lower) {
     UniqueFd dir(::openat(dir_fd, child.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!dir) return sys_error("open", display(path));
     auto xattrs = read_xattrs(dir.get(), display(path));
     if (!xattrs) return xattrs.error();
-    add_xattrs(entry, *xattrs);
-    if (auto header = write_header(entry, path); !header) return header;
-    if (options_.overlay_whiteouts && is_opaque_dir(*xattrs)) {
+    add_xattrs(entry.get(), *xattrs);
+    const bool opaque = options_.overlay_whiteouts && is_opaque_dir(*xattrs);
+    LowerView below{{}, path + "/"};  // stays empty under an opaque or new directory
+    bool unchanged = false;
+    if (!opaque && !lower.dirs.empty()) {
+      auto in_lower = find_lower_directory(lower, child.name, lower_roots_);
+      if (!in_lower) return in_lower.error();
+      if (*in_lower) {
+        unchanged = same_directory(child.st, *xattrs, **in_lower);
+        below = std::move((*in_lower)->view);
+      }
+    }
+    if (unchanged) {
+      // Only copied up: its entry waits for the first entry written below it.
+      pending_dirs_.push_back({std::move(entry), path});
+    } else if (auto header = write_header(entry.get(), path); !header) {
+      return header;
+    }
+    if (opaque) {
       // Right after the directory, before anything it contains, as moby and BuildKit do:
       // readers that apply whiteouts in stream order then never delete this layer's files.
       if (auto marker = write_opaque_marker(child.st, path); !marker) return marker;
     }
-    return write_directory(dir.get(), path + "/");
+    if (auto contents = write_directory(dir.get(), path + "/", below); !contents) return contents;
+    if (unchanged && !pending_dirs_.empty() && pending_dirs_.back().path == path) pending_dirs_.pop_back();
+    return {};
+  }
+
+  // Whether a directory of the tree only repeats its lower directory. Not the mtime:
+  // creating or removing anything inside changes it, and then the directory is written
+  // as the parent of what changed (BuildKit's overlay differ compares mode, owner and
+  // security.capability, never a directory's mtime).
+  static bool same_directory(const struct stat& st, const std::vector<Xattr>& xattrs, const LowerDirectory& lower) {
+    return st.st_mode == lower.st.st_mode && st.st_uid == lower.st.st_uid && st.st_gid == lower.st.st_gid &&
+           same_xattrs(layer_xattrs(xattrs), lower.xattrs);
   }
 
   Result<void> write_opaque_marker(const struct stat& dir_st, const std::string& dir_path) {
@@ -298,7 +386,16 @@ class TreeWriter {
     }
   }
 
+  // Writes the unchanged directories waiting above `path` (outermost first), then its entry.
   Result<void> write_header(archive_entry* entry, const std::string& path) {
+    std::vector<PendingDir> pending = std::exchange(pending_dirs_, {});
+    for (const PendingDir& dir : pending) {
+      if (auto header = write_entry(dir.entry.get(), dir.path); !header) return header;
+    }
+    return write_entry(entry, path);
+  }
+
+  Result<void> write_entry(archive_entry* entry, const std::string& path) {
     // ARCHIVE_WARN: a non-ASCII name was stored as raw bytes (hdrcharset=BINARY).
     if (archive_write_header(archive_, entry) < ARCHIVE_WARN) return archive_error(path);
     return {};
@@ -309,10 +406,18 @@ class TreeWriter {
     return Error{"write layer entry " + display(path) + ": " + archive_message(archive_)};
   }
 
+  // An unchanged directory on the path to the entry being written, its entry not yet written.
+  struct PendingDir {
+    EntryPtr entry;
+    std::string path;
+  };
+
   archive* archive_;
   ArchiveOutput& output_;
   const LayerWriteOptions& options_;
-  const std::string tree_;  // for error messages only
+  const std::string tree_;                      // for error messages only
+  const std::vector<std::string> lower_roots_;  // options_.lower_dirs, for error messages only
+  std::vector<PendingDir> pending_dirs_;        // outermost first, all ancestors of the walk's position
   std::map<std::pair<dev_t, ino_t>, std::string> first_paths_;  // inode -> its first layer path
   std::vector<char> buffer_;
 };
@@ -335,6 +440,18 @@ Result<ArchivePtr> open_tar_writer(ArchiveOutput& output) {
     return failed();
   }
   return a;
+}
+
+// The lower view of the tree's root: the lower dirs, when they are to be compared with.
+Result<LowerView> open_lower_view(const LayerWriteOptions& options) {
+  LowerView view;
+  if (!options.overlay_whiteouts) return view;
+  for (const auto& dir : options.lower_dirs) {
+    UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) return sys_error("open", dir.string());
+    view.dirs.push_back(std::move(fd));
+  }
+  return view;
 }
 
 }  // namespace
@@ -364,8 +481,12 @@ Result<LayerInfo> write_layer(const std::filesystem::path& tree, int out_fd, con
   ArchiveOutput output{&tar_hash, std::nullopt};
   auto archive = open_tar_writer(output);
   if (!archive) return archive.error();
-  TreeWriter writer(archive->get(), output, options, tree.string());
-  if (auto written = writer.write_directory(root.get(), ""); !written) return written.error();
+  auto lower = open_lower_view(options);
+  if (!lower) return lower.error();
+  std::vector<std::string> lower_roots;
+  for (const auto& dir : options.lower_dirs) lower_roots.push_back(dir.string());
+  TreeWriter writer(archive->get(), output, options, tree.string(), std::move(lower_roots));
+  if (auto written = writer.write_directory(root.get(), "", *lower); !written) return written.error();
   if (archive_write_close(archive->get()) != ARCHIVE_OK) {
     if (output.error) return *output.error;
     return Error{"write layer: " + archive_message(archive->get())};

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <vector>
 
 #include "cache/compression.h"
 #include "common/digest.h"
@@ -36,6 +37,16 @@ struct LayerWriteOptions {
   // directory marked opaque (xattr trusted.overlay.opaque or user.overlay.opaque = "y")
   // gets a `.wh..wh..opq` entry right after its own.
   bool overlay_whiteouts = false;
+  // With overlay_whiteouts: the overlay's lower directories, top-most first (as in
+  // lowerdir=, whiteouts and opaque directories in them honoured as overlayfs does).
+  // overlayfs copies a directory up whenever anything inside it is created, so a
+  // directory of the tree that is also a directory in this merged lower view, with the
+  // same type and permission bits, uid, gid and layer xattrs (see above), is unchanged
+  // and gets an entry only as the parent of an entry written below it, as BuildKit's
+  // overlay differ (with containerd's change writer) does; its mtime is not compared
+  // (BuildKit neither). Below an opaque or new directory everything is new. Files and
+  // every other non-directory are always written. Empty: every directory is written.
+  std::vector<std::filesystem::path> lower_dirs;
 };
 
 struct LayerInfo {

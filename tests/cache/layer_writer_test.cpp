@@ -1,10 +1,13 @@
 #include "cache/layer_writer.h"
 
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -231,6 +234,124 @@ TEST_F(LayerWriterTest, OverlayWhiteoutsBecomeWhEntries) {
   ASSERT_TRUE(find_entry(plain, "etc/deleted"));
   EXPECT_EQ(find_entry(plain, "etc/deleted")->type, static_cast<mode_t>(AE_IFCHR));
   EXPECT_FALSE(find_entry(plain, "etc/opaque/.wh..wh..opq"));
+}
+
+// A real overlay on two lower layers, changed through its merged view as a RUN step
+// would; unmounted when it goes out of scope (before the TempDir holding it is removed).
+class Overlay {
+ public:
+  explicit Overlay(const fs::path& base)
+      : top_(base / "top"), bottom_(base / "bottom"), upper_(base / "upper"), merged_(base / "merged") {
+    for (const auto& dir : {top_, bottom_, upper_, merged_, base / "work"}) fs::create_directories(dir);
+    options_ = "lowerdir=" + top_.string() + ":" + bottom_.string() + ",upperdir=" + upper_.string() +
+               ",workdir=" + (base / "work").string();
+  }
+  ~Overlay() {
+    if (mounted_) ::umount2(merged_.c_str(), MNT_DETACH);
+  }
+  void mount() {
+    ASSERT_EQ(::mount("overlay", merged_.c_str(), "overlay", 0, options_.c_str()), 0) << std::strerror(errno);
+    mounted_ = true;
+  }
+  void unmount() {
+    ASSERT_EQ(::umount2(merged_.c_str(), 0), 0) << std::strerror(errno);
+    mounted_ = false;
+  }
+  const fs::path& top() const { return top_; }
+  const fs::path& bottom() const { return bottom_; }
+  const fs::path& upper() const { return upper_; }
+  const fs::path& merged() const { return merged_; }
+
+ private:
+  fs::path top_, bottom_, upper_, merged_;
+  std::string options_;
+  bool mounted_ = false;
+};
+
+std::vector<std::string> paths_of(const std::vector<TarEntry>& entries) {
+  std::vector<std::string> paths;
+  for (const auto& entry : entries) paths.push_back(entry.path);
+  return paths;
+}
+
+void make_dir(const fs::path& path, mode_t mode) {
+  fs::create_directories(path);
+  ASSERT_EQ(::chmod(path.c_str(), mode), 0) << path;
+}
+
+TEST_F(LayerWriterTest, OverlayDirectoriesOnlyCopiedUpGetNoEntryUnlessSomethingBelowChanged) {
+  TempDir base;
+  Overlay overlay(base.path());
+  // Bottom layer: the image's directories. Top layer: etc's mode changed (the top-most
+  // layer's attributes are the merged ones), stubs' too, hidden-dir deleted, opq replaced (opaque).
+  const fs::path& bottom = overlay.bottom();
+  for (const char* dir : {"etc", "stubs", "chmodme", "gone", "deep/a/b", "hidden-dir", "opq/sub", "tagged", "keep"}) {
+    make_dir(bottom / dir, 0755);
+  }
+  ASSERT_EQ(::chmod((bottom / "etc").c_str(), 0700), 0);
+  write_file(bottom / "etc/passwd", "root");
+  write_file(bottom / "gone/a", "a");
+  write_file(bottom / "gone/b", "b");
+  write_file(bottom / "deleted-file", "d");
+  write_file(bottom / "deep/a/b/file", "f");
+  write_file(bottom / "keep/file", "k");
+  const fs::path& top = overlay.top();
+  make_dir(top / "etc", 0755);
+  make_dir(top / "stubs", 0750);  // compared with the top's 0750, stubs/ is unchanged
+  make_node(top / "hidden-dir", S_IFCHR, 0, 0);
+  make_dir(top / "opq", 0755);
+  set_xattr(top / "opq", "trusted.overlay.opaque", "y");
+  write_file(top / "opq/top-file", "t");
+  overlay.mount();
+
+  const fs::path& merged = overlay.merged();
+  write_file(merged / "etc/newfile", "new");  // a new file: etc/ is written as its parent
+  write_file(merged / "stubs/hosts", "");     // a mount stub, gone after the run:
+  fs::remove(merged / "stubs/hosts");         // stubs/ is copied up, yet unchanged
+  ASSERT_EQ(::chmod((merged / "chmodme").c_str(), 0700), 0);
+  make_dir(merged / "newdir", 0755);
+  fs::remove_all(merged / "gone");  // and recreated: opaque
+  make_dir(merged / "gone", 0755);
+  write_file(merged / "gone/c", "c");
+  fs::remove(merged / "deleted-file");
+  ASSERT_EQ(::chmod((merged / "deep/a/b/file").c_str(), 0600), 0);  // metadata only: still a change
+  make_dir(merged / "hidden-dir", 0755);  // the top layer's whiteout hides the bottom's dir: new
+  make_dir(merged / "opq/sub", 0755);     // the top layer's opaque opq hides the bottom's sub: new
+  set_xattr(merged / "tagged", "user.note", "changed");
+  overlay.unmount();
+  ASSERT_TRUE(fs::is_directory(overlay.upper() / "stubs"));  // the copy-up this is about
+
+  LayerWriteOptions options = from_upperdir();
+  options.lower_dirs = {overlay.top(), overlay.bottom()};
+  auto entries = read_tar(write_layer_file(overlay.upper(), dir_ / "diff", options).bytes);
+  EXPECT_EQ(paths_of(entries), (std::vector<std::string>{
+                                   ".wh.deleted-file", "chmodme/", "deep/", "deep/a/", "deep/a/b/", "deep/a/b/file",
+                                   "etc/", "etc/newfile", "gone/", "gone/.wh..wh..opq", "gone/c", "hidden-dir/",
+                                   "newdir/", "opq/", "opq/sub/", "tagged/"}));
+  ASSERT_TRUE(find_entry(entries, "chmodme/"));
+  EXPECT_EQ(find_entry(entries, "chmodme/")->perm, 0700u);
+  ASSERT_TRUE(find_entry(entries, "etc/"));
+  EXPECT_EQ(find_entry(entries, "etc/")->perm, 0755u);
+  ASSERT_TRUE(find_entry(entries, "tagged/"));
+  EXPECT_EQ(find_entry(entries, "tagged/")->xattrs.at("user.note"), "changed");
+  ASSERT_TRUE(find_entry(entries, "deep/a/b/file"));
+  EXPECT_EQ(find_entry(entries, "deep/a/b/file")->perm, 0600u);
+
+  // Without lower_dirs every directory of the upper dir is written, as before.
+  auto all = paths_of(read_tar(write_layer_file(overlay.upper(), dir_ / "all", from_upperdir()).bytes));
+  EXPECT_NE(std::find(all.begin(), all.end(), "stubs/"), all.end());
+  EXPECT_EQ(all.size(), entries.size() + 1);
+}
+
+TEST_F(LayerWriterTest, MissingLowerDirIsAnErrorNamingIt) {
+  TempDir upper;
+  LayerWriteOptions options = from_upperdir();
+  options.lower_dirs = {upper / "no-such-lower"};
+  TempDir out;
+  UniqueFd fd(::open((out / "layer").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+  auto written = write_layer(upper.path(), fd.get(), options);
+  ASSERT_FALSE(written);
+  EXPECT_EQ(written.error().message, "open " + (upper / "no-such-lower").string() + ": No such file or directory");
 }
 
 TEST_F(LayerWriterTest, SocketsAreLeftOut) {
