@@ -24,6 +24,7 @@
 #include <pwd.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -126,6 +127,39 @@ inline std::string as_rootless_user(const std::string& command, const std::files
   return "setpriv --reuid=" + std::to_string(user.uid) + " --regid=" + std::to_string(user.gid) +
          " --clear-groups --inh-caps=-all -- env -u KILN_USERNS HOME=" + rootless_detail::shell_quote(home.string()) +
          " USER=" + user.name + " LOGNAME=" + user.name + " sh -c " + rootless_detail::shell_quote(command);
+}
+
+/// `binary` itself when the rootless user can execute it where it is (every directory on the
+/// way searchable by others); else a copy (mode 0755) in a directory under /var/tmp made once
+/// per process, since a checkout under /root is out of other users' reach.
+inline std::string executable_by_rootless_user(const std::string& binary) {
+  bool reachable = true;
+  for (std::filesystem::path dir = std::filesystem::path(binary).parent_path(); reachable && dir != dir.root_path();
+       dir = dir.parent_path()) {
+    struct stat st {};
+    reachable = ::stat(dir.c_str(), &st) == 0 && (st.st_mode & S_IXOTH) != 0;
+  }
+  struct stat st {};
+  if (reachable && ::stat(binary.c_str(), &st) == 0 && (st.st_mode & S_IXOTH) && (st.st_mode & S_IROTH)) return binary;
+  // Removed with its copies when the test process exits.
+  struct CopiesDir {
+    std::string path = "/var/tmp/kiln-rootless-bin-XXXXXX";
+    CopiesDir() {
+      if (::mkdtemp(path.data()) == nullptr || ::chmod(path.c_str(), 0755) != 0) {
+        rootless_detail::give_up("cannot make a directory for binaries under /var/tmp");
+      }
+    }
+    ~CopiesDir() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  };
+  static const CopiesDir copies;
+  const std::filesystem::path copy = std::filesystem::path(copies.path) / std::filesystem::path(binary).filename();
+  std::error_code error;
+  std::filesystem::copy_file(binary, copy, std::filesystem::copy_options::overwrite_existing, error);
+  if (error || ::chmod(copy.c_str(), 0755) != 0) rootless_detail::give_up("cannot copy " + binary + " to " + copy.string());
+  return copy.string();
 }
 
 /// Failed checks in a forked child, where gtest's assertions would be lost: collected as

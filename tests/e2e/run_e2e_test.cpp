@@ -639,7 +639,8 @@ TEST(RunE2E, RootlessRunMapsIdsAndIsolates) {
     ScratchDir err;
     ::chown(err.path().c_str(), user.uid, user.gid);
     const auto outcome = testing::run_command(testing::as_rootless_user(
-        "DOCKER_CONFIG=/nonexistent " + std::string(KILN_BINARY) + " --root " + store.path().string() + " " + args +
+        "DOCKER_CONFIG=/nonexistent " + testing::executable_by_rootless_user(KILN_BINARY) + " --root " +
+        store.path().string() + " " + args +
         " 2>" + (err / "stderr").string() + " </dev/null"));
     return SplitOutcome{outcome.output, testing::read_file(err / "stderr"), outcome.status};
   };

@@ -22,6 +22,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "rootless_user.h"
 #include "support.h"
 
 namespace kiln::sandbox {
@@ -611,6 +612,29 @@ TEST_F(SandboxTest, ChdirFailureIsASetupError) {
   auto status = run(spec);
   ASSERT_FALSE(status.ok());
   EXPECT_EQ(status.error().message, "sandbox: chdir /root/private: Permission denied");
+}
+
+// The whole SandboxTest suite again, as an unprivileged user in a user namespace mapped the
+// way rootless kiln maps its own (the user to 0, its /etc/subuid range to 1..65535; made
+// here by util-linux's `unshare --map-root-user --map-auto`, which uses newuidmap and
+// newgidmap like kiln). KILN_USERNS=1 tells the inner run it is inside kiln's namespace.
+TEST(SandboxRootless, TheSandboxSuitePassesAsAnUnprivilegedUser) {
+  if (std::getenv("KILN_USERNS") != nullptr) GTEST_SKIP() << "already the inner, rootless run";
+  int suite_size = 0;
+  const auto* unit = ::testing::UnitTest::GetInstance();
+  for (int i = 0; i < unit->total_test_suite_count(); ++i) {
+    if (std::string(unit->GetTestSuite(i)->name()) == "SandboxTest") suite_size = unit->GetTestSuite(i)->total_test_count();
+  }
+  ASSERT_GT(suite_size, 0);
+  const auto& user = testing::rootless_test_user();
+  const std::string binary = testing::executable_by_rootless_user(fs::read_symlink("/proc/self/exe").string());
+  const auto outcome = testing::run_command(
+      "setpriv --reuid=" + std::to_string(user.uid) + " --regid=" + std::to_string(user.gid) +
+      " --clear-groups --inh-caps=-all -- env HOME=/tmp KILN_USERNS=1 unshare --user --map-root-user --map-auto -- " +
+      binary + " --gtest_filter='SandboxTest.*' 2>&1");
+  EXPECT_EQ(outcome.status, 0) << outcome.output;
+  EXPECT_THAT(outcome.output, ::testing::HasSubstr("[  PASSED  ] " + std::to_string(suite_size) + " tests."))
+      << outcome.output;
 }
 
 }  // namespace
