@@ -147,6 +147,7 @@ inline constexpr std::uint64_t kDefaultCapabilities = 0xa80425fbULL;
 
 /// Whether overlayfs works here for this process (a throwaway mount in a scratch directory
 /// under `scratch_parent`, in a child's mount namespace). Cached for the process's life.
+/// KILN_SNAPSHOTTER=copy forces false, =overlay true (see rootfs.h). Implemented in rootfs.cpp.
 bool overlay_supported(const std::filesystem::path& scratch_parent);
 
 }  // namespace kiln::sandbox
