@@ -28,7 +28,7 @@ TEST(Digest, ParseAcceptsOnlyWellFormedDigests) {
   ASSERT_TRUE(Digest::parse(good).ok());
   EXPECT_EQ(Digest::parse(good)->hex(), std::string(64, 'a'));
   EXPECT_TRUE(Digest::parse("sha512:" + std::string(128, '0')).ok());
-  for (const std::string bad : std::vector<std::string>{"", "sha256", "sha256:", "sha256:" + std::string(63, 'a'),
+  for (const std::string& bad : std::vector<std::string>{"", "sha256", "sha256:", "sha256:" + std::string(63, 'a'),
                                 "sha256:" + std::string(64, 'A'), "md5:" + std::string(32, 'a'),
                                 "sha256:" + std::string(63, 'a') + "g"}) {
     const auto parsed = Digest::parse(bad);

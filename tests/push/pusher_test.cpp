@@ -371,7 +371,9 @@ TEST_F(PusherTest, UploadsSmallBlobsWholeAndLargeOnesInChunksThenTheManifest) {
   EXPECT_EQ(count("PATCH", "/blobs/uploads/"), 3u);
   EXPECT_EQ(count("PUT", "digest=sha256%3A"), 3u);
   for (const Request& request : http_.requests()) {
-    if (request.method == "PATCH") EXPECT_EQ(request.headers.get("Content-Type"), "application/octet-stream");
+    if (request.method == "PATCH") {
+      EXPECT_EQ(request.headers.get("Content-Type"), "application/octet-stream");
+    }
   }
   // The manifest after every blob.
   const auto requests = http_.requests();
@@ -416,7 +418,9 @@ TEST_F(PusherTest, MountsFromTheRepositoryABlobWasPulledFrom) {
   EXPECT_EQ(count("POST", "from=elsewhere"), 0u);  // another registry: never a candidate
   std::lock_guard lock(mutex_);
   for (const auto& event : events_) {
-    if (event.stage == Stage::mounted) EXPECT_EQ(event.source, "library/base");
+    if (event.stage == Stage::mounted) {
+      EXPECT_EQ(event.source, "library/base");
+    }
   }
 }
 
@@ -535,9 +539,15 @@ TEST_F(PusherTest, RefusalsNameRegistryAndRepositoryAndNeverTheCredentials) {
     EXPECT_THAT(message, HasSubstr("push 127.0.0.1:5001/team/app: "));
     EXPECT_THAT(message, HasSubstr(std::to_string(code)));
     EXPECT_THAT(message, AllOf(Not(HasSubstr("s3cret-password")), Not(HasSubstr(basic))));
-    if (code == 401) EXPECT_THAT(message, HasSubstr("check your credentials with kiln login"));
-    if (code == 403) EXPECT_THAT(message, HasSubstr("requested access to the resource is denied"));
-    if (code == 404) EXPECT_THAT(message, HasSubstr("repository name not known to registry"));
+    if (code == 401) {
+      EXPECT_THAT(message, HasSubstr("check your credentials with kiln login"));
+    }
+    if (code == 403) {
+      EXPECT_THAT(message, HasSubstr("requested access to the resource is denied"));
+    }
+    if (code == 404) {
+      EXPECT_THAT(message, HasSubstr("repository name not known to registry"));
+    }
   }
   // The credentials were sent (Basic, after the challenge), only never shown.
   bool sent = false;
