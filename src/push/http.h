@@ -77,6 +77,11 @@ using BodySink = std::function<Result<void>(const Response& head, std::string_vi
 /// "401 unauthorized", "503 service unavailable", ...: a status as error messages show it.
 std::string status_text(int status);
 
+/// `text` with every byte but ASCII letters, digits and `-_.~` as %XX: safe in a query value
+/// or a form field (`sha256:ab` -> `sha256%3Aab`, what registries see from docker and
+/// containerd).
+std::string percent_encode(std::string_view text);
+
 /// The URL without its query string and fragment: what may appear in logs and errors
 /// (pre-signed blob storage URLs carry credentials in the query).
 std::string redact_url(std::string_view url);

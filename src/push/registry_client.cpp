@@ -107,28 +107,11 @@ std::vector<std::string> push_scopes(std::string_view repository) {
   return {"repository:" + std::string(repository) + ":pull,push"};
 }
 
-// Query values as Go's url.Values.Encode() writes them (`sha256%3A...`): what registries
-// see from docker and containerd.
-std::string query_escape(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 0xF];
-    }
-  }
-  return out;
-}
-
 std::string with_query(std::string url, std::string_view name, std::string_view value) {
   url += url.find('?') == std::string::npos ? '?' : '&';
   url += name;
   url += '=';
-  url += query_escape(value);
+  url += percent_encode(value);
   return url;
 }
 
