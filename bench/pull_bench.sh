@@ -10,18 +10,11 @@ build=${1:-build}
 size_mb=${2:-256}
 kiln=$(realpath "$build/kiln")
 work=$(mktemp -d /var/tmp/kiln-pull-bench-XXXXXX)
+registry_pid=
 trap 'kill $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YAML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-until curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; do sleep 0.1; done
+source "$(dirname "$0")/common.sh"
+start_registry
 
 # The image: busybox and a mix of compressible and random data, in four layers.
 rootfs=$work/rootfs
@@ -43,14 +36,6 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:img" "docker://127
 ref=127.0.0.1:$port/bench/image:1
 
 best() { sort -n | head -1; }
-# Prints the seconds "$@" took; a failing command stops the benchmark with its output.
-time_it() {
-  local start end
-  start=$(date +%s.%N)
-  "$@" >"$work/last.log" 2>&1 || { echo "failed: $*" >&2; cat "$work/last.log" >&2; exit 1; }
-  end=$(date +%s.%N)
-  awk "BEGIN{printf \"%.2f\", $end - $start}"
-}
 
 copy_and_unpack() {
   skopeo copy --quiet --src-tls-verify=false "docker://$ref" "oci:$work/oci:img" &&

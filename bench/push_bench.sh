@@ -13,21 +13,7 @@ work=$(mktemp -d /var/tmp/kiln-push-bench-XXXXXX)
 registry_pid=
 trap 'kill $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YAML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-YAML
-# A registry with nothing in it, so that no blob is skipped or mounted.
-fresh_registry() {
-  if [ -n "$registry_pid" ]; then kill "$registry_pid"; wait "$registry_pid" 2>/dev/null || true; fi
-  rm -rf "$work/registry"
-  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-  registry_pid=$!
-  until curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; do sleep 0.1; done
-}
+source "$(dirname "$0")/common.sh"
 
 # The image: busybox, then SIZE_MB of random data (gzip cannot shrink it) in one layer.
 umoci init --layout "$work/layout" >/dev/null
@@ -43,27 +29,19 @@ head -c "${size_mb}M" /dev/urandom > "$work/bundle/rootfs/data/random.bin"
 umoci repack --image "$work/layout:img" "$work/bundle" >/dev/null
 rm -rf "$work/bundle"
 # Into kiln's store the way users get images there: a pull.
-fresh_registry
+start_registry empty  # nothing in it, so that no blob is skipped or mounted
 skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:img" "docker://127.0.0.1:$port/bench/source:1"
 "$kiln" --root "$work/store" pull "127.0.0.1:$port/bench/source:1" >/dev/null
 ref=127.0.0.1:$port/bench/image:1
 
 best() { sort -n | head -1; }
-# Prints the seconds "$@" took; a failing command stops the benchmark with its output.
-time_it() {
-  local start end
-  start=$(date +%s.%N)
-  "$@" >"$work/last.log" 2>&1 || { echo "failed: $*" >&2; cat "$work/last.log" >&2; exit 1; }
-  end=$(date +%s.%N)
-  awk "BEGIN{printf \"%.2f\", $end - $start}"
-}
 
 kiln_times=() skopeo_times=()
 for run in 1 2 3; do
-  fresh_registry
+  start_registry empty
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   kiln_times+=("$(time_it "$kiln" --root "$work/store" push "127.0.0.1:$port/bench/source:1" "$ref")")
-  fresh_registry
+  start_registry empty
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   skopeo_times+=("$(time_it skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:img" "docker://$ref")")
 done

@@ -18,16 +18,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YAML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-until curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; do sleep 0.1; done
+source "$(dirname "$0")/common.sh"
+time_decimals=4
+start_registry
 
 # The image: busybox-static with its applets, passwd and group.
 rootfs=$work/rootfs
@@ -48,14 +41,6 @@ buildah_cmd=(buildah --root "$work/buildah" --runroot "$work/buildah-run")
 "${podman_cmd[@]}" pull -q --tls-verify=false "$ref" >/dev/null
 buildah_ctr=$("${buildah_cmd[@]}" from -q --tls-verify=false "$ref")
 
-# Prints the seconds "$@" took; a failing command stops the benchmark with its output.
-time_it() {
-  local start end
-  start=$(date +%s%N)
-  "$@" >"$work/last.log" 2>&1 || { echo "failed: $*" >&2; cat "$work/last.log" >&2; exit 1; }
-  end=$(date +%s%N)
-  awk "BEGIN{printf \"%.4f\", ($end - $start) / 1e9}"
-}
 stats() {  # mean and median of the numbers on stdin
   sort -n | awk '{v[NR]=$1; s+=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.4f %.4f\n", s/NR, m}'
 }
