@@ -236,11 +236,12 @@ bool is_meta(std::string_view component) { return component.find_first_of("*?[\\
 // ---- resolution beneath the context ----
 
 // openat2 beneath `root_fd`: `..` and symlinks may not leave it (EXDEV), absolute symlinks
-// are refused, magic links too.
-int open_beneath(int root_fd, const std::string& path, int flags) {
+// are refused, magic links too. With `in_root` (a root filesystem tree) they resolve with
+// `root_fd` as `/` instead, so nothing is refused and nothing outside is reached.
+int open_beneath(int root_fd, const std::string& path, int flags, bool in_root = false) {
   open_how how{};
   how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  how.resolve = (in_root ? RESOLVE_IN_ROOT : RESOLVE_BENEATH) | RESOLVE_NO_MAGICLINKS;
   const std::string relative = path.empty() ? "." : path;
   for (;;) {
     const long fd = ::syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof how);
@@ -337,7 +338,7 @@ class Selector {
       const bool last = i + 1 == parts.size();
       std::vector<std::string> next;
       for (const auto& dir : candidates) {
-        UniqueFd fd(open_beneath(context_.fd(), dir, O_RDONLY | O_DIRECTORY));
+        UniqueFd fd(open_beneath(context_.fd(), dir, O_RDONLY | O_DIRECTORY, options_.links_in_root));
         if (!fd) {
           if (errno == EXDEV) return Error{std::string(kOutsideContext) + source};
           if (errno == ENOENT || errno == ENOTDIR) continue;
@@ -376,7 +377,7 @@ class Selector {
   // The match for context path `name`, or nullopt when it does not exist in the
   // transferred context (missing, ignored, or excluded by --exclude).
   Result<std::optional<SourceMatch>> select_match(const std::string& name, const std::string& source) {
-    UniqueFd fd(open_beneath(context_.fd(), name, O_PATH));
+    UniqueFd fd(open_beneath(context_.fd(), name, O_PATH, options_.links_in_root));
     if (!fd) {
       if (errno == EXDEV) return Error{std::string(kOutsideContext) + source};
       if (errno == ENOENT || errno == ENOTDIR) return std::optional<SourceMatch>();

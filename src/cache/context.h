@@ -99,6 +99,11 @@ struct SourceMatch {
 struct SelectOptions {
   const PathFilter* ignore = nullptr;   // .dockerignore; null: nothing ignored
   const PathFilter* exclude = nullptr;  // COPY --exclude; null: none
+  /// The tree is a root filesystem (`COPY --from` a stage or image): symlinks on the way
+  /// to a source, absolute ones included, resolve inside the tree as they would in a
+  /// container (openat2 RESOLVE_IN_ROOT; BuildKit's copy from a stage), instead of being
+  /// `forbidden path outside the build context` errors. Nothing outside is reached either way.
+  bool links_in_root = false;
 };
 
 /// An open build context directory. Move-only. All methods are const and thread-safe.

@@ -1,5 +1,5 @@
 #include "cache/layer_writer.h"
-#include "cache/scoped_locale.h"
+#include "cache/layer_tar.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,43 +21,18 @@
 #include "common/log.h"
 
 namespace kiln::cache {
+namespace layer_tar {
 namespace {
 
-constexpr std::string_view kWhiteoutPrefix = ".wh.";
-constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 constexpr std::size_t kCopyBufferSize = 1u << 20;
-
-using ArchivePtr = std::unique_ptr<archive, decltype(&archive_write_free)>;
-using EntryPtr = std::unique_ptr<archive_entry, decltype(&archive_entry_free)>;
-
-// Where libarchive's output goes; keeps the first downstream error so it can be
-// reported as itself rather than as libarchive's paraphrase.
-struct ArchiveOutput {
-  Sink* sink;
-  std::optional<Error> error;  // set when the sink failed
-};
-
-la_ssize_t write_to_sink(archive* a, void* context, const void* data, size_t size) {
-  auto* output = static_cast<ArchiveOutput*>(context);
-  if (auto written = output->sink->write(data, size); !written) {
-    output->error = written.error();
-    archive_set_error(a, EIO, "%s", written.error().message.c_str());
-    return -1;
-  }
-  return static_cast<la_ssize_t>(size);
-}
 
 std::string archive_message(archive* a) {
   const char* text = archive_error_string(a);
   return text != nullptr ? text : "libarchive failed";
 }
 
-struct Xattr {
-  std::string name;
-  std::string value;
-};
+}  // namespace
 
-// Every extended attribute of the open file `fd`, sorted by name. `path` names it in errors.
 Result<std::vector<Xattr>> read_xattrs(int fd, const std::string& path) {
   std::string names;
   for (;;) {
@@ -98,11 +72,21 @@ Result<std::vector<Xattr>> read_xattrs(int fd, const std::string& path) {
   return xattrs;
 }
 
-// Which attributes are image content. overlayfs' own describe the upperdir, not the
-// files (whiteouts are converted separately), and an SELinux label belongs to the host.
+// overlayfs' own attributes describe the upperdir, not the files (whiteouts are converted
+// separately), and an SELinux label belongs to the host.
 bool is_layer_xattr(std::string_view name) {
   return !name.starts_with("trusted.overlay.") && !name.starts_with("user.overlay.") &&
          name != "security.selinux";
+}
+
+std::vector<Xattr> layer_xattrs(std::vector<Xattr> xattrs) {
+  std::erase_if(xattrs, [](const Xattr& x) { return !is_layer_xattr(x.name); });
+  return xattrs;
+}
+
+bool same_xattrs(const std::vector<Xattr>& a, const std::vector<Xattr>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const Xattr& x, const Xattr& y) { return x.name == y.name && x.value == y.value; });
 }
 
 bool is_opaque_dir(const std::vector<Xattr>& xattrs) {
@@ -115,16 +99,249 @@ bool is_overlay_whiteout(const struct stat& st) {
   return S_ISCHR(st.st_mode) && major(st.st_rdev) == 0 && minor(st.st_rdev) == 0;
 }
 
-// Only the attributes a layer carries: what decides whether a directory changed.
-std::vector<Xattr> layer_xattrs(std::vector<Xattr> xattrs) {
-  std::erase_if(xattrs, [](const Xattr& x) { return !is_layer_xattr(x.name); });
-  return xattrs;
+// Where libarchive's output goes; keeps the first downstream error so it can be
+// reported as itself rather than as libarchive's paraphrase.
+struct LayerTarWriter::Output {
+  Sink* sink;
+  std::optional<Error> error;  // set when the sink failed
+
+  static la_ssize_t write(archive* a, void* context, const void* data, size_t size) {
+    auto* output = static_cast<Output*>(context);
+    if (auto written = output->sink->write(data, size); !written) {
+      output->error = written.error();
+      archive_set_error(a, EIO, "%s", written.error().message.c_str());
+      return -1;
+    }
+    return static_cast<la_ssize_t>(size);
+  }
+};
+
+// libarchive converts names through the thread's locale, so the bytes of a non-ASCII
+// name could depend on the caller's. Pinning C.UTF-8 for the write keeps them fixed:
+// libarchive 3.6 then stores every non-ASCII name as raw bytes marked
+// hdrcharset=BINARY (GNU tar warns about the keyword but lists the names right; Go's
+// archive/tar ignores it). glibc >= 2.35 always has C.UTF-8.
+LayerTarWriter::LayerTarWriter(const LayerWriteOptions& options, std::string tree)
+    : utf8_names_("C.UTF-8"), options_(options), tree_(std::move(tree)), buffer_(kCopyBufferSize) {}
+
+LayerTarWriter::~LayerTarWriter() {
+  if (archive_ != nullptr) archive_write_free(archive_);
+  for (PendingDir& dir : pending_dirs_) archive_entry_free(dir.entry);
 }
 
-bool same_xattrs(const std::vector<Xattr>& a, const std::vector<Xattr>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](const Xattr& x, const Xattr& y) { return x.name == y.name && x.value == y.value; });
+Result<std::unique_ptr<LayerTarWriter>> LayerTarWriter::open(int out_fd, const LayerWriteOptions& options,
+                                                             std::string tree) {
+  std::unique_ptr<LayerTarWriter> w(new LayerTarWriter(options, tree));
+  w->file_ = std::make_unique<FdSink>(out_fd, "layer of " + tree);
+  w->compressed_hash_ = std::make_unique<HashingSink>(*w->file_);
+  Sink* after_tar = w->file_.get();  // uncompressed: the tar goes straight out, digest == diff_id
+  if (options.compression != LayerCompression::none) {
+    auto made = make_compressor(options.compression, options.threads, *w->compressed_hash_);
+    if (!made) return made.error();
+    w->compressor_ = std::move(made).value();
+    after_tar = w->compressor_.get();
+  }
+  w->tar_hash_ = std::make_unique<HashingSink>(*after_tar);
+  w->output_ = std::make_unique<Output>(Output{w->tar_hash_.get(), std::nullopt});
+
+  w->archive_ = archive_write_new();
+  archive* a = w->archive_;
+  if (a == nullptr) return Error{"write layer: cannot create a libarchive writer"};
+  const auto failed = [&] { return Error{"write layer: libarchive: " + archive_message(a)}; };
+  // Restricted pax: plain USTAR headers unless an entry needs more, like Go's archive/tar.
+  if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK) return failed();
+  // xattrs once, in the SCHILY form Go, Docker and containerd read (not also LIBARCHIVE.xattr).
+  if (archive_write_set_format_option(a, "pax", "xattrheader", "SCHILY") != ARCHIVE_OK) return failed();
+  // Unblocked: bytes go straight to the sink, and the archive ends right after its two
+  // zero blocks instead of being padded to 10 KiB.
+  if (archive_write_set_bytes_per_block(a, 0) != ARCHIVE_OK) return failed();
+  if (archive_write_open2(a, w->output_.get(), nullptr, &Output::write, nullptr, nullptr) != ARCHIVE_OK) {
+    if (w->output_->error) return *w->output_->error;
+    return failed();
+  }
+  return w;
 }
+
+Result<void> LayerTarWriter::write_node(int dir_fd, const std::string& name, const std::string& path,
+                                        const struct stat& st) {
+  std::unique_ptr<archive_entry, decltype(&archive_entry_free)> entry(new_entry(path, st), &archive_entry_free);
+  if (st.st_nlink > 1) {
+    const auto [first, inserted] = first_paths_.try_emplace({st.st_dev, st.st_ino}, path);
+    if (!inserted) {
+      archive_entry_copy_hardlink(entry.get(), first->second.c_str());
+      archive_entry_set_size(entry.get(), 0);
+      return write_header(entry.get(), path);
+    }
+  }
+  switch (st.st_mode & S_IFMT) {
+    case S_IFREG:
+      return write_file(dir_fd, name, path, st, entry.get());
+    case S_IFLNK:
+      return write_symlink(dir_fd, name, path, st, entry.get());
+    case S_IFCHR:
+    case S_IFBLK:
+      archive_entry_set_rdevmajor(entry.get(), major(st.st_rdev));
+      archive_entry_set_rdevminor(entry.get(), minor(st.st_rdev));
+      return write_header(entry.get(), path);
+    case S_IFIFO:
+      return write_header(entry.get(), path);
+    default:  // sockets: tar cannot hold them, and no tool archives them
+      spdlog::debug("layer: skipping socket {}", display(path));
+      return {};
+  }
+}
+
+Result<void> LayerTarWriter::write_directory(const std::string& path, const struct stat& st,
+                                             const std::vector<Xattr>& xattrs) {
+  std::unique_ptr<archive_entry, decltype(&archive_entry_free)> entry(new_entry(path, st), &archive_entry_free);
+  add_xattrs(entry.get(), xattrs);
+  return write_header(entry.get(), path);
+}
+
+void LayerTarWriter::defer_directory(const std::string& path, const struct stat& st,
+                                     const std::vector<Xattr>& xattrs) {
+  archive_entry* entry = new_entry(path, st);
+  add_xattrs(entry, xattrs);
+  pending_dirs_.push_back({entry, path});
+}
+
+void LayerTarWriter::end_directory(const std::string& path) {
+  if (pending_dirs_.empty() || pending_dirs_.back().path != path) return;  // written meanwhile
+  archive_entry_free(pending_dirs_.back().entry);
+  pending_dirs_.pop_back();
+}
+
+Result<void> LayerTarWriter::write_whiteout(const std::string& path, const struct stat& st) {
+  std::unique_ptr<archive_entry, decltype(&archive_entry_free)> entry(new_entry(path, st), &archive_entry_free);
+  archive_entry_set_filetype(entry.get(), AE_IFREG);
+  archive_entry_set_perm(entry.get(), 0600);
+  archive_entry_set_size(entry.get(), 0);
+  return write_header(entry.get(), path);
+}
+
+Result<void> LayerTarWriter::write_opaque_marker(const std::string& dir_path, const struct stat& dir_st) {
+  const std::string path = dir_path + "/" + std::string(kOpaqueMarker);
+  std::unique_ptr<archive_entry, decltype(&archive_entry_free)> marker(new_entry(path, dir_st),
+                                                                      &archive_entry_free);
+  archive_entry_set_filetype(marker.get(), AE_IFREG);
+  archive_entry_set_perm(marker.get(), dir_st.st_mode & 0777);
+  archive_entry_set_size(marker.get(), 0);
+  return write_header(marker.get(), path);
+}
+
+Result<LayerInfo> LayerTarWriter::finish() {
+  for (PendingDir& dir : pending_dirs_) archive_entry_free(dir.entry);  // nothing below them changed
+  pending_dirs_.clear();
+  const int closed = archive_write_close(archive_);
+  if (closed != ARCHIVE_OK) {
+    if (output_->error) return *output_->error;
+    return Error{"write layer: " + archive_message(archive_)};
+  }
+  if (auto finished = tar_hash_->finish(); !finished) return finished.error();
+  const Digest& diff_id = *tar_hash_->digest();
+  if (options_.compression == LayerCompression::none) return LayerInfo{diff_id, diff_id, tar_hash_->size()};
+  return LayerInfo{diff_id, *compressed_hash_->digest(), compressed_hash_->size()};
+}
+
+// The header fields every entry shares; the type-specific ones are added by the caller.
+archive_entry* LayerTarWriter::new_entry(const std::string& path, const struct stat& st) const {
+  archive_entry* entry = archive_entry_new();
+  archive_entry_copy_pathname(entry, path.c_str());
+  archive_entry_set_mode(entry, st.st_mode);  // type and all twelve permission bits
+  archive_entry_set_uid(entry, st.st_uid);
+  archive_entry_set_gid(entry, st.st_gid);
+  std::int64_t mtime = st.st_mtim.tv_sec;
+  if (options_.source_date_epoch && mtime > *options_.source_date_epoch) mtime = *options_.source_date_epoch;
+  archive_entry_set_mtime(entry, mtime, 0);
+  return entry;
+}
+
+Result<void> LayerTarWriter::write_file(int dir_fd, const std::string& name, const std::string& path,
+                                        const struct stat& expected, archive_entry* entry) {
+  UniqueFd file(::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
+  if (!file) return sys_error("open", display(path));
+  struct stat st;
+  if (::fstat(file.get(), &st) != 0) return sys_error("fstat", display(path));
+  if (st.st_ino != expected.st_ino || !S_ISREG(st.st_mode)) {
+    return Error{display(path) + ": replaced while the layer was being written"};
+  }
+  auto xattrs = read_xattrs(file.get(), display(path));
+  if (!xattrs) return xattrs.error();
+  add_xattrs(entry, *xattrs);
+  archive_entry_set_size(entry, st.st_size);
+  if (auto header = write_header(entry, path); !header) return header;
+  return copy_contents(file.get(), static_cast<std::uint64_t>(st.st_size), path);
+}
+
+Result<void> LayerTarWriter::copy_contents(int fd, std::uint64_t size, const std::string& path) {
+  std::uint64_t left = size;
+  while (left > 0) {
+    const ssize_t got = ::read(fd, buffer_.data(), std::min<std::uint64_t>(left, buffer_.size()));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("read", display(path));
+    }
+    // libarchive would silently pad a short file with zeros; a layer must not lie.
+    if (got == 0) return Error{display(path) + ": file shrank while the layer was being written"};
+    const la_ssize_t written = archive_write_data(archive_, buffer_.data(), static_cast<size_t>(got));
+    if (written != got) return archive_error(path);
+    left -= static_cast<std::uint64_t>(got);
+  }
+  return {};
+}
+
+Result<void> LayerTarWriter::write_symlink(int dir_fd, const std::string& name, const std::string& path,
+                                           const struct stat& st, archive_entry* entry) {
+  std::string target(static_cast<std::size_t>(std::max<off_t>(st.st_size, 64)) + 1, '\0');
+  for (;;) {
+    const ssize_t length = ::readlinkat(dir_fd, name.c_str(), target.data(), target.size());
+    if (length < 0) return sys_error("readlink", display(path));
+    if (static_cast<std::size_t>(length) < target.size()) {
+      target.resize(static_cast<std::size_t>(length));
+      break;
+    }
+    target.resize(target.size() * 2);  // the link was replaced by a longer one
+  }
+  archive_entry_copy_symlink(entry, target.c_str());
+  return write_header(entry, path);
+}
+
+void LayerTarWriter::add_xattrs(archive_entry* entry, const std::vector<Xattr>& xattrs) const {
+  for (const Xattr& xattr : xattrs) {
+    if (!is_layer_xattr(xattr.name)) continue;
+    archive_entry_xattr_add_entry(entry, xattr.name.c_str(), xattr.value.data(), xattr.value.size());
+  }
+}
+
+// Writes the deferred directories waiting above `path` (outermost first), then its entry.
+Result<void> LayerTarWriter::write_header(archive_entry* entry, const std::string& path) {
+  std::vector<PendingDir> pending = std::exchange(pending_dirs_, {});
+  Result<void> written;
+  for (PendingDir& dir : pending) {
+    if (written) written = write_entry(dir.entry, dir.path);
+    archive_entry_free(dir.entry);
+  }
+  if (!written) return written;
+  return write_entry(entry, path);
+}
+
+Result<void> LayerTarWriter::write_entry(archive_entry* entry, const std::string& path) {
+  // ARCHIVE_WARN: a non-ASCII name was stored as raw bytes (hdrcharset=BINARY).
+  if (archive_write_header(archive_, entry) < ARCHIVE_WARN) return archive_error(path);
+  return {};
+}
+
+Error LayerTarWriter::archive_error(const std::string& path) const {
+  if (output_->error) return *output_->error;
+  return Error{"write layer entry " + display(path) + ": " + archive_message(archive_)};
+}
+
+}  // namespace layer_tar
+
+namespace {
+
+using layer_tar::LayerTarWriter;
+using layer_tar::Xattr;
 
 // The overlay's lower directories that show through at one directory of the tree,
 // top-most first; empty where the tree's directory is new or opaque.
@@ -158,10 +375,10 @@ Result<std::optional<LowerDirectory>> find_lower_directory(const LowerView& pare
     if (!S_ISDIR(st.st_mode)) break;  // a whiteout, or a file the directories above hide
     UniqueFd dir(::openat(parent.dirs[layer].get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!dir) return sys_error("open", display);
-    auto xattrs = read_xattrs(dir.get(), display);
+    auto xattrs = layer_tar::read_xattrs(dir.get(), display);
     if (!xattrs) return xattrs.error();
-    const bool opaque = is_opaque_dir(*xattrs);
-    if (!found) found = LowerDirectory{st, layer_xattrs(std::move(*xattrs)), {{}, parent.path + name + "/"}};
+    const bool opaque = layer_tar::is_opaque_dir(*xattrs);
+    if (!found) found = LowerDirectory{st, layer_tar::layer_xattrs(std::move(*xattrs)), {{}, parent.path + name + "/"}};
     found->view.dirs.push_back(std::move(dir));
     if (opaque) break;
   }
@@ -175,19 +392,11 @@ struct Child {
   struct stat st;
 };
 
-// Walks the tree and feeds libarchive. Holds the state that spans entries: the first
-// path of every multiply-linked inode, the unchanged directories whose entries wait for
-// a changed entry below them, and one copy buffer.
+// Walks the tree (a plain tree, or an overlay upperdir) and decides what the layer holds.
 class TreeWriter {
  public:
-  TreeWriter(archive* a, ArchiveOutput& output, const LayerWriteOptions& options, std::string tree,
-             std::vector<std::string> lower_roots)
-      : archive_(a),
-        output_(output),
-        options_(options),
-        tree_(std::move(tree)),
-        lower_roots_(std::move(lower_roots)),
-        buffer_(kCopyBufferSize) {}
+  TreeWriter(LayerTarWriter& tar, const LayerWriteOptions& options, std::vector<std::string> lower_roots)
+      : tar_(tar), options_(options), lower_roots_(std::move(lower_roots)) {}
 
   // Writes every entry below the open directory `dir_fd`, whose layer path is `prefix`
   // ("" for the root, else "a/b/"); `lower` is the lower view of that directory.
@@ -201,21 +410,18 @@ class TreeWriter {
   }
 
  private:
-  // The host path of layer path `path`, for error messages only.
-  std::string display(const std::string& path) const { return tree_ + "/" + path; }
-
   Result<std::vector<Child>> read_children(int dir_fd, const std::string& prefix) {
-    auto names = list_directory(dir_fd, display(prefix));
+    auto names = list_directory(dir_fd, tar_.display(prefix));
     if (!names) return names.error();
     std::vector<Child> children;
     children.reserve(names->size());
     for (std::string& name : *names) {
       Child child{std::move(name), {}, {}};
       if (::fstatat(dir_fd, child.name.c_str(), &child.st, AT_SYMLINK_NOFOLLOW) != 0) {
-        return sys_error("fstatat", display(prefix + child.name));
+        return sys_error("fstatat", tar_.display(prefix + child.name));
       }
-      const bool whiteout = options_.overlay_whiteouts && is_overlay_whiteout(child.st);
-      child.tar_name = whiteout ? std::string(kWhiteoutPrefix) + child.name : child.name;
+      const bool whiteout = options_.overlay_whiteouts && layer_tar::is_overlay_whiteout(child.st);
+      child.tar_name = whiteout ? std::string(layer_tar::kWhiteoutPrefix) + child.name : child.name;
       children.push_back(std::move(child));
     }
     // std::string compares as unsigned char: bytewise order.
@@ -226,100 +432,20 @@ class TreeWriter {
 
   Result<void> write_child(int dir_fd, const Child& child, const std::string& prefix, const LowerView& lower) {
     const std::string path = prefix + child.tar_name;
-    const struct stat& st = child.st;
-    EntryPtr entry = new_entry(path, st);
-    if (options_.overlay_whiteouts && is_overlay_whiteout(st)) {
-      // A deleted path: an empty regular file named .wh.<name> (moby and BuildKit use 0600).
-      archive_entry_set_filetype(entry.get(), AE_IFREG);
-      archive_entry_set_perm(entry.get(), 0600);
-      archive_entry_set_size(entry.get(), 0);
-      return write_header(entry.get(), path);
+    // A deleted path: an empty regular file named .wh.<name>.
+    if (options_.overlay_whiteouts && layer_tar::is_overlay_whiteout(child.st)) {
+      return tar_.write_whiteout(path, child.st);
     }
-    if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) {
-      const auto [first, inserted] = first_paths_.try_emplace({st.st_dev, st.st_ino}, path);
-      if (!inserted) {
-        archive_entry_copy_hardlink(entry.get(), first->second.c_str());
-        archive_entry_set_size(entry.get(), 0);
-        return write_header(entry.get(), path);
-      }
-    }
-    switch (st.st_mode & S_IFMT) {
-      case S_IFREG:
-        return write_file(dir_fd, child, path, entry.get());
-      case S_IFDIR:
-        return write_dir(dir_fd, child, path, std::move(entry), lower);
-      case S_IFLNK:
-        return write_symlink(dir_fd, child, path, entry.get());
-      case S_IFCHR:
-      case S_IFBLK:
-        archive_entry_set_rdevmajor(entry.get(), major(st.st_rdev));
-        archive_entry_set_rdevminor(entry.get(), minor(st.st_rdev));
-        return write_header(entry.get(), path);
-      case S_IFIFO:
-        return write_header(entry.get(), path);
-      default:  // sockets: tar cannot hold them, and no tool archives them
-        spdlog::debug("layer: skipping socket {}", display(path));
-        return {};
-    }
+    if (S_ISDIR(child.st.st_mode)) return write_dir(dir_fd, child, path, lower);
+    return tar_.write_node(dir_fd, child.name, path, child.st);
   }
 
-  // The header fields every entry shares; the type-specific ones are added by the caller.
-  EntryPtr new_entry(const std::string& path, const struct stat& st) const {
-    EntryPtr entry(archive_entry_new(), &archive_entry_free);
-    archive_entry_copy_pathname(entry.get(), path.c_str());
-    archive_entry_set_mode(entry.get(), st.st_mode);  // type and all twelve permission bits
-    archive_entry_set_uid(entry.get(), st.st_uid);
-    archive_entry_set_gid(entry.get(), st.st_gid);
-    archive_entry_set_mtime(entry.get(), clamp_mtime(st.st_mtim.tv_sec), 0);
-    return entry;
-  }
-
-  std::int64_t clamp_mtime(std::int64_t mtime) const {
-    if (options_.source_date_epoch && mtime > *options_.source_date_epoch) return *options_.source_date_epoch;
-    return mtime;
-  }
-
-  Result<void> write_file(int dir_fd, const Child& child, const std::string& path, archive_entry* entry) {
-    UniqueFd file(::openat(dir_fd, child.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC));
-    if (!file) return sys_error("open", display(path));
-    struct stat st;
-    if (::fstat(file.get(), &st) != 0) return sys_error("fstat", display(path));
-    if (st.st_ino != child.st.st_ino || !S_ISREG(st.st_mode)) {
-      return Error{display(path) + ": replaced while the layer was being written"};
-    }
-    auto xattrs = read_xattrs(file.get(), display(path));
-    if (!xattrs) return xattrs.error();
-    add_xattrs(entry, *xattrs);
-    archive_entry_set_size(entry, st.st_size);
-    if (auto header = write_header(entry, path); !header) return header;
-    return copy_contents(file.get(), static_cast<std::uint64_t>(st.st_size), path);
-  }
-
-  Result<void> copy_contents(int fd, std::uint64_t size, const std::string& path) {
-    std::uint64_t left = size;
-    while (left > 0) {
-      const ssize_t got = ::read(fd, buffer_.data(), std::min<std::uint64_t>(left, buffer_.size()));
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        return sys_error("read", display(path));
-      }
-      // libarchive would silently pad a short file with zeros; a layer must not lie.
-      if (got == 0) return Error{display(path) + ": file shrank while the layer was being written"};
-      const la_ssize_t written = archive_write_data(archive_, buffer_.data(), static_cast<size_t>(got));
-      if (written != got) return archive_error(path);
-      left -= static_cast<std::uint64_t>(got);
-    }
-    return {};
-  }
-
-  Result<void> write_dir(int dir_fd, const Child& child, const std::string& path, EntryPtr entry,
-                         const LowerView& lower) {
+  Result<void> write_dir(int dir_fd, const Child& child, const std::string& path, const LowerView& lower) {
     UniqueFd dir(::openat(dir_fd, child.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dir) return sys_error("open", display(path));
-    auto xattrs = read_xattrs(dir.get(), display(path));
+    if (!dir) return sys_error("open", tar_.display(path));
+    auto xattrs = layer_tar::read_xattrs(dir.get(), tar_.display(path));
     if (!xattrs) return xattrs.error();
-    add_xattrs(entry.get(), *xattrs);
-    const bool opaque = options_.overlay_whiteouts && is_opaque_dir(*xattrs);
+    const bool opaque = options_.overlay_whiteouts && layer_tar::is_opaque_dir(*xattrs);
     LowerView below{{}, path + "/"};  // stays empty under an opaque or new directory
     bool unchanged = false;
     if (!opaque && !lower.dirs.empty()) {
@@ -332,17 +458,17 @@ class TreeWriter {
     }
     if (unchanged) {
       // Only copied up: its entry waits for the first entry written below it.
-      pending_dirs_.push_back({std::move(entry), path});
-    } else if (auto header = write_header(entry.get(), path); !header) {
+      tar_.defer_directory(path, child.st, *xattrs);
+    } else if (auto header = tar_.write_directory(path, child.st, *xattrs); !header) {
       return header;
     }
     if (opaque) {
       // Right after the directory, before anything it contains, as moby and BuildKit do:
       // readers that apply whiteouts in stream order then never delete this layer's files.
-      if (auto marker = write_opaque_marker(child.st, path); !marker) return marker;
+      if (auto marker = tar_.write_opaque_marker(path, child.st); !marker) return marker;
     }
     if (auto contents = write_directory(dir.get(), path + "/", below); !contents) return contents;
-    if (unchanged && !pending_dirs_.empty() && pending_dirs_.back().path == path) pending_dirs_.pop_back();
+    if (unchanged) tar_.end_directory(path);
     return {};
   }
 
@@ -352,95 +478,13 @@ class TreeWriter {
   // security.capability, never a directory's mtime).
   static bool same_directory(const struct stat& st, const std::vector<Xattr>& xattrs, const LowerDirectory& lower) {
     return st.st_mode == lower.st.st_mode && st.st_uid == lower.st.st_uid && st.st_gid == lower.st.st_gid &&
-           same_xattrs(layer_xattrs(xattrs), lower.xattrs);
+           layer_tar::same_xattrs(layer_tar::layer_xattrs(xattrs), lower.xattrs);
   }
 
-  Result<void> write_opaque_marker(const struct stat& dir_st, const std::string& dir_path) {
-    const std::string path = dir_path + "/" + std::string(kOpaqueMarker);
-    EntryPtr marker = new_entry(path, dir_st);
-    archive_entry_set_filetype(marker.get(), AE_IFREG);
-    archive_entry_set_perm(marker.get(), dir_st.st_mode & 0777);
-    archive_entry_set_size(marker.get(), 0);
-    return write_header(marker.get(), path);
-  }
-
-  Result<void> write_symlink(int dir_fd, const Child& child, const std::string& path, archive_entry* entry) {
-    std::string target(static_cast<std::size_t>(std::max<off_t>(child.st.st_size, 64)) + 1, '\0');
-    for (;;) {
-      const ssize_t length = ::readlinkat(dir_fd, child.name.c_str(), target.data(), target.size());
-      if (length < 0) return sys_error("readlink", display(path));
-      if (static_cast<std::size_t>(length) < target.size()) {
-        target.resize(static_cast<std::size_t>(length));
-        break;
-      }
-      target.resize(target.size() * 2);  // the link was replaced by a longer one
-    }
-    archive_entry_copy_symlink(entry, target.c_str());
-    return write_header(entry, path);
-  }
-
-  void add_xattrs(archive_entry* entry, const std::vector<Xattr>& xattrs) const {
-    for (const Xattr& xattr : xattrs) {
-      if (!is_layer_xattr(xattr.name)) continue;
-      archive_entry_xattr_add_entry(entry, xattr.name.c_str(), xattr.value.data(), xattr.value.size());
-    }
-  }
-
-  // Writes the unchanged directories waiting above `path` (outermost first), then its entry.
-  Result<void> write_header(archive_entry* entry, const std::string& path) {
-    std::vector<PendingDir> pending = std::exchange(pending_dirs_, {});
-    for (const PendingDir& dir : pending) {
-      if (auto header = write_entry(dir.entry.get(), dir.path); !header) return header;
-    }
-    return write_entry(entry, path);
-  }
-
-  Result<void> write_entry(archive_entry* entry, const std::string& path) {
-    // ARCHIVE_WARN: a non-ASCII name was stored as raw bytes (hdrcharset=BINARY).
-    if (archive_write_header(archive_, entry) < ARCHIVE_WARN) return archive_error(path);
-    return {};
-  }
-
-  Error archive_error(const std::string& path) const {
-    if (output_.error) return *output_.error;
-    return Error{"write layer entry " + display(path) + ": " + archive_message(archive_)};
-  }
-
-  // An unchanged directory on the path to the entry being written, its entry not yet written.
-  struct PendingDir {
-    EntryPtr entry;
-    std::string path;
-  };
-
-  archive* archive_;
-  ArchiveOutput& output_;
+  LayerTarWriter& tar_;
   const LayerWriteOptions& options_;
-  const std::string tree_;                      // for error messages only
   const std::vector<std::string> lower_roots_;  // options_.lower_dirs, for error messages only
-  std::vector<PendingDir> pending_dirs_;        // outermost first, all ancestors of the walk's position
-  std::map<std::pair<dev_t, ino_t>, std::string> first_paths_;  // inode -> its first layer path
-  std::vector<char> buffer_;
 };
-
-Result<ArchivePtr> open_tar_writer(ArchiveOutput& output) {
-  ArchivePtr a(archive_write_new(), &archive_write_free);
-  if (!a) return Error{"write layer: cannot create a libarchive writer"};
-  const auto failed = [&] {
-    return Error{"write layer: libarchive: " + archive_message(a.get())};
-  };
-  // Restricted pax: plain USTAR headers unless an entry needs more, like Go's archive/tar.
-  if (archive_write_set_format_pax_restricted(a.get()) != ARCHIVE_OK) return failed();
-  // xattrs once, in the SCHILY form Go, Docker and containerd read (not also LIBARCHIVE.xattr).
-  if (archive_write_set_format_option(a.get(), "pax", "xattrheader", "SCHILY") != ARCHIVE_OK) return failed();
-  // Unblocked: bytes go straight to the sink, and the archive ends right after its two
-  // zero blocks instead of being padded to 10 KiB.
-  if (archive_write_set_bytes_per_block(a.get(), 0) != ARCHIVE_OK) return failed();
-  if (archive_write_open2(a.get(), &output, nullptr, &write_to_sink, nullptr, nullptr) != ARCHIVE_OK) {
-    if (output.error) return *output.error;
-    return failed();
-  }
-  return a;
-}
 
 // The lower view of the tree's root: the lower dirs, when they are to be compared with.
 Result<LowerView> open_lower_view(const LayerWriteOptions& options) {
@@ -457,45 +501,17 @@ Result<LowerView> open_lower_view(const LayerWriteOptions& options) {
 }  // namespace
 
 Result<LayerInfo> write_layer(const std::filesystem::path& tree, int out_fd, const LayerWriteOptions& options) {
-  // libarchive converts names through the thread's locale, so the bytes of a non-ASCII
-  // name could depend on the caller's. Pinning C.UTF-8 for the write keeps them fixed:
-  // libarchive 3.6 then stores every non-ASCII name as raw bytes marked
-  // hdrcharset=BINARY (GNU tar warns about the keyword but lists the names right; Go's
-  // archive/tar ignores it). glibc >= 2.35 always has C.UTF-8.
-  ScopedLocale utf8_names("C.UTF-8");
   UniqueFd root(::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root) return sys_error("open", tree.string());
-
-  FdSink file(out_fd, "layer of " + tree.string());
-  HashingSink compressed_hash(file);
-  std::unique_ptr<Sink> compressor;
-  Sink* after_tar = &file;  // uncompressed: the tar goes straight out, digest == diff_id
-  if (options.compression != LayerCompression::none) {
-    auto made = make_compressor(options.compression, options.threads, compressed_hash);
-    if (!made) return made.error();
-    compressor = std::move(made).value();
-    after_tar = compressor.get();
-  }
-  HashingSink tar_hash(*after_tar);
-
-  ArchiveOutput output{&tar_hash, std::nullopt};
-  auto archive = open_tar_writer(output);
-  if (!archive) return archive.error();
+  auto tar = LayerTarWriter::open(out_fd, options, tree.string());
+  if (!tar) return tar.error();
   auto lower = open_lower_view(options);
   if (!lower) return lower.error();
   std::vector<std::string> lower_roots;
   for (const auto& dir : options.lower_dirs) lower_roots.push_back(dir.string());
-  TreeWriter writer(archive->get(), output, options, tree.string(), std::move(lower_roots));
+  TreeWriter writer(**tar, options, std::move(lower_roots));
   if (auto written = writer.write_directory(root.get(), "", *lower); !written) return written.error();
-  if (archive_write_close(archive->get()) != ARCHIVE_OK) {
-    if (output.error) return *output.error;
-    return Error{"write layer: " + archive_message(archive->get())};
-  }
-  if (auto finished = tar_hash.finish(); !finished) return finished.error();
-
-  const Digest& diff_id = *tar_hash.digest();
-  if (options.compression == LayerCompression::none) return LayerInfo{diff_id, diff_id, tar_hash.size()};
-  return LayerInfo{diff_id, *compressed_hash.digest(), compressed_hash.size()};
+  return (*tar)->finish();
 }
 
 }  // namespace kiln::cache

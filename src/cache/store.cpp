@@ -695,6 +695,16 @@ Result<fs::path> Store::snapshot(const Digest& diff_id, const Digest& layer_blob
     if (!dir) return give_up(dir.error());
     if (::syncfs(dir->get()) != 0) return give_up(sys_error("syncfs", work.string()));
   }
+  return publish_snapshot(work, diff_id, layer_blob);
+}
+
+Result<fs::path> Store::publish_snapshot(const fs::path& work, const Digest& diff_id, const Digest& layer_blob) {
+  StoreCore& core = *core_;
+  const fs::path final_dir = core.snapshots_dir / diff_id.hex();
+  const auto give_up = [&](Error error) -> Error {
+    if (auto removed = remove_tree(work); !removed) spdlog::warn("{}", removed.error().message);
+    return error;
+  };
   bool lost_race = false;
   {
     auto gc = core.lock_gc(LOCK_SH);
@@ -718,12 +728,53 @@ Result<fs::path> Store::snapshot(const Digest& diff_id, const Digest& layer_blob
     if (!lost_race) {
       if (auto synced = fsync_dir(core.snapshots_dir); !synced) return synced.error();
     }
-    if (auto recorded = record(); !recorded) return recorded.error();
+    if (auto recorded = core.db->add_snapshot(diff_id.str(), layer_blob.str(), diff_id.hex()); !recorded) {
+      return with_context("snapshot " + diff_id.str() + " from blob " + layer_blob.str(), recorded.error());
+    }
   }
   if (lost_race) {
     if (auto removed = remove_tree(work); !removed) spdlog::warn("{}", removed.error().message);
   }
   return final_dir;
+}
+
+const fs::path& Store::root() const { return core_->root; }
+
+fs::path Store::scratch_path(std::string_view kind) { return core_->tmp_entry(kind); }
+
+Result<Digest> Store::adopt_blob(const fs::path& path, const Digest& digest) {
+  StoreCore& core = *core_;
+  {
+    auto file = open_fd(path, O_RDONLY);
+    if (!file) return file.error();
+    if (auto synced = fsync_fd(file->get(), path); !synced) return synced.error();
+  }
+  auto gc = core.lock_gc(LOCK_SH);
+  if (!gc) return gc.error();
+  if (auto leased = core.lease(digest); !leased) return with_context("blob " + digest.str(), leased.error());
+  const fs::path target = core.blobs_dir / digest.hex();
+  // Replacing a blob published meanwhile is harmless: same bytes.
+  if (::rename(path.c_str(), target.c_str()) != 0) return sys_error("rename", path.string() + " -> " + target.string());
+  if (auto synced = fsync_dir(core.blobs_dir); !synced) return synced.error();
+  return digest;
+}
+
+Result<fs::path> Store::adopt_snapshot(const fs::path& dir, const Digest& diff_id, const Digest& layer_blob) {
+  const std::string context = "snapshot " + diff_id.str() + " from blob " + layer_blob.str();
+  if (diff_id.algorithm() != "sha256") return Error{context + ": only sha256 diff_ids are supported"};
+  {
+    auto gc = core_->lock_gc(LOCK_SH);
+    if (!gc) return gc.error();
+    if (auto leased = core_->lease(layer_blob); !leased) return with_context(context, leased.error());
+    struct stat st;
+    if (::stat(blob_path(layer_blob).c_str(), &st) != 0) return Error{context + ": the layer blob is not in the store"};
+  }
+  {
+    auto fd = open_fd(dir, O_RDONLY | O_DIRECTORY);
+    if (!fd) return fd.error();
+    if (::syncfs(fd->get()) != 0) return sys_error("syncfs", dir.string());
+  }
+  return publish_snapshot(dir, diff_id, layer_blob);
 }
 
 Result<GcStats> Store::collect_garbage() {

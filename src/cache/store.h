@@ -205,6 +205,27 @@ class Store {
   /// entry; I/O.
   Result<std::filesystem::path> snapshot(const Digest& diff_id, const Digest& layer_blob);
 
+  /// The store's root directory, as given to open().
+  const std::filesystem::path& root() const;
+  /// A fresh, unused path in tmp/ for this Store's work in progress (`kind` ends its name,
+  /// e.g. "layer", "upper"); nothing is created. Whatever the caller leaves there is removed
+  /// by the next open() once this process is gone.
+  std::filesystem::path scratch_path(std::string_view kind);
+  /// Publishes the file `path` (this Store's scratch_path(), complete, not open for
+  /// writing) as blob `digest`, which the caller computed from the same bytes while writing
+  /// them (the layer writer hashes in-stream): fsynced, leased and renamed into blobs/, so
+  /// the bytes are not read again. The file is gone afterwards. When the blob is already
+  /// stored, the file is just removed. Errors: I/O naming the paths.
+  Result<Digest> adopt_blob(const std::filesystem::path& path, const Digest& digest);
+  /// Publishes the directory `dir` (this Store's scratch_path()) as the snapshot of layer
+  /// `diff_id`, whose stored blob is `layer_blob`, instead of extracting the blob: a build's
+  /// overlay upper dir is that layer's extracted form (overlay whiteouts and opaque marks
+  /// as apply_layer writes them). Synced, renamed into snapshots/ and recorded as
+  /// snapshot() does; when the snapshot exists already, `dir` is removed and the existing
+  /// one returned. Errors: the blob is not stored; I/O.
+  Result<std::filesystem::path> adopt_snapshot(const std::filesystem::path& dir, const Digest& diff_id,
+                                               const Digest& layer_blob);
+
   /// Frees what no ref reaches: marks from every ref and every live owner's lease through
   /// the links, then removes unmarked blobs, snapshots none of whose source blobs is marked,
   /// tmp/ work of dead owners and partial downloads nobody is writing. Waits for publishing
@@ -215,6 +236,10 @@ class Store {
 
  private:
   explicit Store(std::unique_ptr<StoreCore> core);
+  // Renames the complete, synced directory `work` to snapshots/<diff_id hex> and records it
+  // (or, when another one won the race, removes `work`); returns the snapshot.
+  Result<std::filesystem::path> publish_snapshot(const std::filesystem::path& work, const Digest& diff_id,
+                                                 const Digest& layer_blob);
   // A writer to a fresh private file in tmp/ (put_blob, or a second concurrent download).
   static Result<BlobWriter> private_writer(StoreCore& core, const Digest& expected,
                                            std::optional<std::uint64_t> expected_size);

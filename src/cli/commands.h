@@ -17,6 +17,9 @@ struct Command {
   // The exit status when kiln fails before the command's own work (bad usage, the rootless
   // user namespace): 1, or 125 for `run`, as `docker run` reports its own failures.
   int startup_failure_status = 1;
+  // The command mounts (build: overlays for COPY and --from trees): main() gives the process
+  // a private mount namespace first, after the rootless user namespace, before any thread.
+  bool private_mounts = false;
 };
 
 /// Prints `kiln: error: <message>` on stderr; returns the exit status for a failure.
@@ -48,6 +51,10 @@ std::vector<Command> add_run_commands(CLI::App& app, const GlobalOptions& global
 /// push: an image from the local store to registries (push_commands.cpp).
 /// `global` must outlive the returned command.
 Command add_push_command(CLI::App& app, const GlobalOptions& global);
+
+/// build: `docker build` (BuildKit / buildx flags) into the local store (build_command.cpp).
+/// `global` must outlive the returned command.
+Command add_build_command(CLI::App& app, const GlobalOptions& global);
 
 /// login, logout: registry logins in Docker's config.json or credential helper; no store.
 std::vector<Command> add_login_commands(CLI::App& app);

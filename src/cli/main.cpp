@@ -4,6 +4,7 @@
 #include "cache/store.h"
 #include "cli/commands.h"
 #include "common/log.h"
+#include "executor/executor.h"
 #include "sandbox/userns.h"
 
 namespace {
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   std::vector<kiln::cli::Command> store_commands = kiln::cli::add_image_commands(app, global);
   for (auto& command : kiln::cli::add_run_commands(app, global)) store_commands.push_back(std::move(command));
   store_commands.push_back(kiln::cli::add_push_command(app, global));
+  store_commands.push_back(kiln::cli::add_build_command(app, global));
   const std::vector<kiln::cli::Command> login_commands = kiln::cli::add_login_commands(app);
 
   try {
@@ -58,6 +60,12 @@ int main(int argc, char** argv) {
     if (auto prepared = prepare_store_command(global); !prepared) {
       kiln::cli::fail(prepared.error().message);
       return command.startup_failure_status;
+    }
+    if (command.private_mounts) {
+      if (auto entered = kiln::executor::enter_private_mount_namespace(); !entered) {
+        kiln::cli::fail(entered.error().message);
+        return command.startup_failure_status;
+      }
     }
     return command.run();
   }

@@ -1050,6 +1050,16 @@ class StageDispatcher {
     auto destination = expand(files.destination, state);
     if (!destination.ok()) return destination.error();
     files.destination = *destination;
+    // Unquoted heredoc sources are expanded too, but as text: quotes stay as written
+    // and the escape is always `\` (BuildKit's ExpandRaw, SkipProcessQuotes).
+    parser::ShellLexer raw('\\');
+    raw.skip_process_quotes = true;
+    for (parser::InlineSource& source : files.inline_sources) {
+      if (!source.expand) continue;
+      auto data = raw.expand_word(source.data, lookup_in(state.env));
+      if (!data.ok()) return data.error();
+      source.data = std::move(*data);
+    }
     return {};
   }
 

@@ -239,6 +239,32 @@ void prepare_overlay_options(PreparedRun& run, const OverlayRootfs& overlay, con
   }
 }
 
+// The new mount API, one layer at a time (Linux 6.8); false with errno when unavailable.
+bool mount_overlay_with_fsconfig(const OverlayRootfs& overlay, const std::vector<std::string>& lowers,
+                                 const fs::path& target) {
+  const int context = ::fsopen("overlay", FSOPEN_CLOEXEC);
+  if (context < 0) return false;
+  bool ok = true;
+  for (std::size_t i = 0; ok && i < lowers.size(); ++i) {
+    ok = ::fsconfig(context, FSCONFIG_SET_STRING, "lowerdir+", lowers[i].c_str(), 0) == 0;
+  }
+  if (!overlay.upper_dir.empty()) {
+    ok = ok && ::fsconfig(context, FSCONFIG_SET_STRING, "upperdir", overlay.upper_dir.c_str(), 0) == 0;
+    ok = ok && ::fsconfig(context, FSCONFIG_SET_STRING, "workdir", overlay.work_dir.c_str(), 0) == 0;
+  }
+  ok = ok && (!overlay.user_xattr || ::fsconfig(context, FSCONFIG_SET_FLAG, "userxattr", nullptr, 0) == 0);
+  ok = ok && ::fsconfig(context, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) == 0;
+  int mount_fd = -1;
+  if (ok) mount_fd = ::fsmount(context, FSMOUNT_CLOEXEC, 0);
+  ok = ok && mount_fd >= 0;
+  ok = ok && ::move_mount(mount_fd, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) == 0;
+  const int saved = errno;
+  if (mount_fd >= 0) ::close(mount_fd);
+  ::close(context);
+  errno = saved;
+  return ok;
+}
+
 Result<void> prepare_rootfs(PreparedRun& run, const RunSpec& spec) {
   const fs::path mount_point = spec.state_dir / "rootfs";
   if (auto made = make_directory(mount_point); !made) return sandbox_error(made.error().message);
@@ -540,7 +566,7 @@ Result<std::optional<std::string>> read_container_file(int root_fd, std::string_
 }
 
 // The user from the container's own passwd and group files, read through the init's root.
-Result<ResolvedUser> resolve_container_user(pid_t init, std::string_view user) {
+Result<ResolvedUser> resolve_container_user(pid_t init, std::string_view user, bool primary_group_too) {
   const std::string root_path = "/proc/" + std::to_string(init) + "/root";
   UniqueFd root(::open(root_path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) return sys_error("open", root_path);
@@ -553,6 +579,10 @@ Result<ResolvedUser> resolve_container_user(pid_t init, std::string_view user) {
   };
   auto resolved = resolve_user(user, as_view(*passwd), as_view(*group));
   if (!resolved) return resolved;
+  auto& groups = resolved->supplementary_gids;
+  if (primary_group_too && std::find(groups.begin(), groups.end(), resolved->gid) == groups.end()) {
+    groups.insert(groups.begin(), resolved->gid);
+  }
   if (resolved->home.size() >= PATH_MAX) return Error{"home directory of user " + std::string(user) + ": too long"};
   if (resolved->supplementary_gids.size() > NGROUPS_MAX) {
     return Error{"user " + std::string(user) + ": more than " + std::to_string(NGROUPS_MAX) + " groups"};
@@ -669,7 +699,7 @@ Result<ExitStatus> run(const RunSpec& spec) {
   auto first = supervisor.next();
   if (!first) return sandbox_error(first.error().message);
   if (*first && (*first)->kind == child::Report::ready) {
-    auto user = resolve_container_user(pid, spec.user);
+    auto user = resolve_container_user(pid, spec.user, spec.primary_group_in_groups);
     if (!user) {
       user_write.reset();  // the init cleans up and exits
       if (auto drained = supervisor.collect(reports); !drained) return sandbox_error(drained.error().message);
@@ -689,6 +719,19 @@ Result<ExitStatus> run(const RunSpec& spec) {
   auto init_status = init.wait();
   if (!init_status) return sandbox_error(init_status.error().message);
   return outcome(reports, *init_status);
+}
+
+Result<void> mount_overlay(const OverlayRootfs& overlay, const fs::path& target) {
+  std::vector<std::string> lowers;
+  for (const auto& lower : overlay.lower_dirs) lowers.push_back(fs::absolute(lower).string());
+  if (mount_overlay_with_fsconfig(overlay, lowers, target)) return {};
+  std::string options = overlay_options(lowers, overlay);
+  if (overlay.upper_dir.empty()) options = options.substr(0, options.find(",upperdir="));
+  if (options.size() > kMaxMountOptions) return sys_error("mount overlay on", target.string());
+  if (::mount("overlay", target.c_str(), "overlay", 0, options.c_str()) != 0) {
+    return sys_error("mount overlay on", target.string());
+  }
+  return {};
 }
 
 }  // namespace kiln::sandbox

@@ -88,6 +88,10 @@ struct RunSpec {
   std::vector<std::string> env;   // exactly the process's environment, "K=V"; HOME is added
                                   // from the user's passwd entry (or "/") when absent
   std::string user;               // "", "name", "uid", "name:group", "uid:gid", ...; "" = root
+  // The user's primary group is also one of its supplementary groups, as for BuildKit's RUN
+  // (containerd's WithAdditionalGIDs); `docker run` (runc's rules) lists only the groups
+  // naming the user.
+  bool primary_group_in_groups = false;
   std::string working_dir = "/";  // absolute; created (root-owned, 0755) when missing
   std::string hostname = "kiln";
   Network network = Network::host;
@@ -138,6 +142,14 @@ struct ExitStatus {
 /// owner and times (only its ctime differs). The working directory it created stays, as in
 /// Docker. Thread-safe: runs may go on in parallel from several threads.
 Result<ExitStatus> run(const RunSpec& spec);
+
+/// Mounts `overlay` on `target` (an existing directory) in the caller's own mount namespace,
+/// for work done by kiln itself on a layer stack (a build's COPY, the tree of a `COPY
+/// --from`). An empty upper_dir gives a read-only overlay of the lower dirs alone (at least
+/// two: one directory needs no overlay). Uses the layer-by-layer mount API where the kernel
+/// has it, else one mount(2) option string. The caller unmounts (umount2 MNT_DETACH) and
+/// should be in a private mount namespace. Errors: `mount overlay on <target>: <reason>`.
+Result<void> mount_overlay(const OverlayRootfs& overlay, const std::filesystem::path& target);
 
 /// Docker's default capability set (CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW,
 /// SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL, AUDIT_WRITE) as a

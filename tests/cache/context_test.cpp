@@ -285,6 +285,38 @@ TEST_F(ContextTest, SourcesOutsideTheContextAreRefused) {
   EXPECT_EQ(select_error(context, {"up/*"}), "forbidden path outside the build context: up/*");
 }
 
+// A `COPY --from` tree is a root filesystem: its links, absolute ones included, mean what
+// they mean in a container, so they resolve inside the tree and never outside it.
+TEST_F(ContextTest, LinksInARootFilesystemTreeResolveInsideIt) {
+  write(tmp_ / "outside", "secret");
+  write(ctx_ / "usr/bin/tool", "tool");
+  write(ctx_ / "etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+  fs::create_symlink("/usr/bin", ctx_ / "bin");          // absolute, as in merged-/usr images
+  fs::create_symlink("/etc/passwd", ctx_ / "absolute");  // the tree's passwd, not the host's
+  fs::create_symlink("..", ctx_ / "up");                 // `..` at the root stays at the root
+  BuildContext context = open_context(ctx_);
+  SelectOptions in_root;
+  in_root.links_in_root = true;
+
+  auto tool = select(context, {"bin/tool"}, in_root);
+  ASSERT_EQ(tool.size(), 1u);
+  EXPECT_EQ(tool[0].name, "bin/tool");
+  EXPECT_EQ(tool[0].root, "usr/bin/tool");
+  auto passwd = select(context, {"absolute"}, in_root);
+  EXPECT_EQ(passwd[0].root, "etc/passwd");
+  EXPECT_EQ(passwd[0].entries[0].size, 26u);
+  auto wildcard = select(context, {"bin/t*"}, in_root);
+  ASSERT_EQ(wildcard.size(), 1u);
+  EXPECT_EQ(wildcard[0].root, "usr/bin/tool");
+  EXPECT_EQ(select_error(context, {"up/outside"}, in_root),
+            "failed to calculate checksum of build context: \"/up/outside\": not found");
+  auto root = select(context, {"up/etc/passwd"}, in_root);
+  EXPECT_EQ(root[0].root, "etc/passwd");
+
+  // The default stays strict for the build context.
+  EXPECT_EQ(select_error(context, {"bin/tool"}), "forbidden path outside the build context: bin/tool");
+}
+
 TEST_F(ContextTest, ASymlinkInsideADirectoryIsALinkNotFollowed) {
   write(tmp_ / "outside", "secret");
   fs::create_symlink("../../outside", ctx_ / "dir/escape");

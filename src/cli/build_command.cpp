@@ -1,0 +1,1059 @@
+// `kiln build`: `docker build` (BuildKit / buildx flags) into the local store.
+//
+//   options -> context (directory, tar or Dockerfile on stdin, git or http URL)
+//           -> parse the Dockerfile -> .dockerignore -> plan (bases through StoreImageSource)
+//           -> executor::build -> tags -> outputs (store, oci/docker archive, local dir, tar,
+//              push) -> --iidfile / --metadata-file / -q
+//
+// Everything the build prints goes to stderr through executor::Progress; stdout stays empty
+// unless -q (the image ID) or an output written to `-`.
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+#include <nlohmann/json.hpp>
+
+#include "cache/context.h"
+#include "cache/store.h"
+#include "cli/commands.h"
+#include "cli/stored_images.h"
+#include "common/fd.h"
+#include "executor/executor.h"
+#include "executor/progress.h"
+#include "executor/remote_source.h"
+#include "oci/platform.h"
+#include "oci/reference.h"
+#include "parser/dockerignore.h"
+#include "parser/parser.h"
+#include "planner/planner.h"
+#include "push/image_archive.h"
+#include "push/puller.h"
+#include "push/pusher.h"
+#include "sandbox/rootfs.h"
+
+namespace kiln::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+struct BuildArgs {
+  std::string context;  // PATH, URL or "-"
+  std::vector<std::string> tags;
+  std::string file;  // -f; empty: <context>/Dockerfile
+  std::string target;
+  std::vector<std::string> build_args;
+  bool no_cache = false;
+  std::vector<std::string> no_cache_filter;
+  bool pull = false;
+  std::string progress = "auto";
+  bool quiet = false;
+  std::string iidfile;
+  std::string metadata_file;
+  std::vector<std::string> labels;
+  std::vector<std::string> platforms;
+  std::vector<std::string> secrets;
+  std::vector<std::string> ssh;
+  int jobs = 0;  // 0: one per hardware thread
+  bool explain_cache = false;
+  std::vector<std::string> insecure_registries;
+  std::vector<std::string> outputs;
+  bool push = false;
+};
+
+// ---- option values ------------------------------------------------------------------------
+
+// Splits buildx's CSV option values (`type=local,dest=out`); a field in double quotes may
+// hold commas.
+std::vector<std::string> split_csv(std::string_view text) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (char c : text) {
+    if (c == '"') {
+      quoted = !quoted;
+    } else if (c == ',' && !quoted) {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+
+// `K=V` pairs of a repeated flag; with `from_environment`, a bare `K` takes K's value from
+// the environment and is left out when K is not set there (docker's --build-arg rule).
+Result<std::map<std::string, std::string>> parse_pairs(const std::vector<std::string>& values, const char* flag,
+                                                       bool from_environment) {
+  std::map<std::string, std::string> pairs;
+  for (const std::string& value : values) {
+    const auto equals = value.find('=');
+    if (equals == 0) return Error{std::string("invalid ") + flag + " \"" + value + "\": no name"};
+    if (equals != std::string::npos) {
+      pairs[value.substr(0, equals)] = value.substr(equals + 1);
+    } else if (!from_environment) {
+      pairs[value] = "";  // docker's --label K: an empty label
+    } else if (const char* set = std::getenv(value.c_str())) {
+      pairs[value] = set;
+    }
+  }
+  return pairs;
+}
+
+// kiln builds for the machine it runs on; --platform may only name that one.
+Result<void> check_platforms(const std::vector<std::string>& values) {
+  const oci::Platform host = oci::Platform::host();
+  for (const std::string& value : values) {
+    for (const std::string& field : split_csv(value)) {
+      if (field.empty()) continue;
+      auto platform = oci::Platform::parse(field);
+      if (!platform) return platform.error();
+      if (!host.matches(*platform)) {
+        return Error{"--platform " + field + ": kiln builds only for the host platform (" + host.str() +
+                     ") yet"};
+      }
+    }
+  }
+  return {};
+}
+
+// `--secret id=ID,src=FILE`, `id=ID,env=VAR`, with `type=file|env`; buildx's rules: type=env
+// without env= reads the variable named by src=; neither src nor env reads $ID when set,
+// else the file ID (BuildKit's secrets provider). An env secret whose variable is unset is
+// left out, as BuildKit does: a RUN that requires it then fails, an optional one goes on.
+Result<std::vector<executor::Secret>> parse_secrets(const std::vector<std::string>& values) {
+  std::vector<executor::Secret> secrets;
+  for (const std::string& value : values) {
+    std::string id, type, src, env;
+    for (const std::string& field : split_csv(value)) {
+      const auto equals = field.find('=');
+      if (equals == std::string::npos) {
+        return Error{"invalid --secret \"" + value + "\": field '" + field + "' must be a key=value pair"};
+      }
+      const std::string key = field.substr(0, equals), val = field.substr(equals + 1);
+      if (key == "id") {
+        id = val;
+      } else if (key == "type") {
+        if (val != "file" && val != "env") return Error{"invalid --secret \"" + value + "\": unsupported type " + val};
+        type = val;
+      } else if (key == "src" || key == "source") {
+        src = val;
+      } else if (key == "env") {
+        env = val;
+      } else {
+        return Error{"invalid --secret \"" + value + "\": unexpected key '" + key + "'"};
+      }
+    }
+    if (id.empty()) return Error{"invalid --secret \"" + value + "\": no id"};
+    if (type == "env" && env.empty()) std::swap(env, src);
+    if (src.empty() && env.empty()) {
+      if (std::getenv(id.c_str()) != nullptr) {
+        env = id;
+      } else {
+        src = id;
+      }
+    }
+    executor::Secret secret{id, std::nullopt, std::nullopt};
+    if (!env.empty()) {
+      const char* set = std::getenv(env.c_str());
+      if (set == nullptr) continue;
+      secret.value = set;
+    } else {
+      struct stat info{};
+      if (::stat(src.c_str(), &info) != 0) return sys_error("--secret " + id + ": stat", src);
+      secret.file = fs::absolute(src);
+    }
+    secrets.push_back(std::move(secret));
+  }
+  return secrets;
+}
+
+// `--ssh default`, `--ssh default=SOCKET`, `--ssh ID=SOCKET`.
+Result<std::vector<executor::SshAgent>> parse_ssh(const std::vector<std::string>& values) {
+  std::vector<executor::SshAgent> agents;
+  for (const std::string& value : values) {
+    const auto equals = value.find('=');
+    executor::SshAgent agent;
+    agent.id = value.substr(0, equals);
+    if (agent.id.empty()) return Error{"invalid --ssh \"" + value + "\": no id"};
+    if (equals != std::string::npos) {
+      agent.socket = fs::absolute(value.substr(equals + 1));
+    } else {
+      const char* socket = std::getenv("SSH_AUTH_SOCK");
+      if (socket == nullptr || *socket == '\0') {
+        return Error{"--ssh " + agent.id + ": SSH_AUTH_SOCK is not set (give the agent's socket: " + agent.id +
+                     "=PATH)"};
+      }
+      agent.socket = socket;
+    }
+    agents.push_back(std::move(agent));
+  }
+  return agents;
+}
+
+// One `-o/--output`.
+struct OutputSpec {
+  enum class Kind { image, oci, docker, local, tar };
+  Kind kind = Kind::image;
+  std::string dest;                // oci, docker, tar: a file or "-"; local: a directory
+  std::vector<std::string> names;  // image, oci, docker: name=... (default: the -t tags)
+  bool push = false;               // image: push=true
+};
+
+Result<OutputSpec> parse_output(const std::string& value) {
+  OutputSpec output;
+  // buildx: a value without `=` is a local directory, `-` a tar on stdout.
+  if (value.find('=') == std::string::npos) {
+    output.kind = value == "-" ? OutputSpec::Kind::tar : OutputSpec::Kind::local;
+    output.dest = value;
+    return output;
+  }
+  std::string type;
+  for (const std::string& field : split_csv(value)) {
+    const auto equals = field.find('=');
+    const std::string key = field.substr(0, equals);
+    const std::string val = equals == std::string::npos ? "" : field.substr(equals + 1);
+    if (key == "type") {
+      type = val;
+    } else if (key == "dest") {
+      output.dest = val;
+    } else if (key == "name") {
+      for (const std::string& name : split_csv(val)) {
+        if (!name.empty()) output.names.push_back(name);
+      }
+    } else if (key == "push") {
+      output.push = val.empty() || val == "true";
+    }
+    // Other exporter attributes (compression, oci-mediatypes, ...) are not supported yet
+    // and do not change what kiln writes.
+  }
+  if (type == "image") {
+    output.kind = OutputSpec::Kind::image;
+  } else if (type == "registry") {
+    output.kind = OutputSpec::Kind::image;
+    output.push = true;
+  } else if (type == "oci") {
+    output.kind = OutputSpec::Kind::oci;
+  } else if (type == "docker") {
+    output.kind = OutputSpec::Kind::docker;
+  } else if (type == "local") {
+    output.kind = OutputSpec::Kind::local;
+  } else if (type == "tar") {
+    output.kind = OutputSpec::Kind::tar;
+  } else {
+    return Error{"invalid --output \"" + value + "\": unsupported type \"" + type +
+                 "\" (image, registry, oci, docker, local or tar)"};
+  }
+  if (output.kind != OutputSpec::Kind::image && output.dest.empty()) {
+    // buildx writes an oci/docker/tar archive to stdout when it is not a terminal.
+    if (output.kind == OutputSpec::Kind::local || isatty(STDOUT_FILENO) == 1) {
+      return Error{"invalid --output \"" + value + "\": dest is required"};
+    }
+    output.dest = "-";
+  }
+  if (output.kind == OutputSpec::Kind::local && output.dest == "-") {
+    return Error{"invalid --output \"" + value + "\": a local output needs a directory"};
+  }
+  return output;
+}
+
+// ---- scratch space and context input --------------------------------------------------------
+
+// A private directory under /var/tmp (a context can be big: not a tmpfs /tmp), removed with
+// its contents when the build ends.
+class ScratchSpace {
+ public:
+  static Result<ScratchSpace> make() {
+    std::string pattern = "/var/tmp/kiln-build-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) return sys_error("mkdtemp", pattern);
+    return ScratchSpace(pattern);
+  }
+  ScratchSpace(ScratchSpace&& other) noexcept : dir_(std::move(other.dir_)) { other.dir_.clear(); }
+  ScratchSpace& operator=(ScratchSpace&&) = delete;
+  ~ScratchSpace() {
+    if (dir_.empty()) return;
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+  const fs::path& dir() const { return dir_; }
+  // A new, empty directory inside.
+  Result<fs::path> subdir(const std::string& name) const {
+    const fs::path path = dir_ / name;
+    if (::mkdir(path.c_str(), 0700) != 0) return sys_error("mkdir", path.string());
+    return path;
+  }
+
+ private:
+  explicit ScratchSpace(fs::path dir) : dir_(std::move(dir)) {}
+  fs::path dir_;  // empty once moved from
+};
+
+Result<std::string> read_whole_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error{"cannot read " + path.string() + ": " + std::strerror(errno)};
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Copies everything left on stdin into the new file `path`.
+Result<void> save_stdin(const fs::path& path) {
+  UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out) return sys_error("open", path.string());
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("read", "stdin");
+    if (n == 0) return {};
+    if (auto written = write_all(out.get(), buffer, static_cast<std::size_t>(n), path.string()); !written) {
+      return written;
+    }
+  }
+}
+
+// A tar entry name made safe to extract under `root`: relative, no `..`; else an error.
+Result<fs::path> contained_path(const fs::path& root, const char* name) {
+  if (name == nullptr) return Error{"context archive: an entry without a name"};
+  const fs::path relative = fs::path(name).lexically_normal();
+  if (relative.is_absolute() || relative.empty() || *relative.begin() == "..") {
+    return Error{std::string("context archive: entry \"") + name + "\" points outside the context"};
+  }
+  return root / relative;
+}
+
+// Extracts the tar (plain, gzip, bzip2, xz or zstd) `archive_path` into the empty
+// directory `dest`, or returns false without writing anything when the file is not a tar
+// at all (docker's rule for stdin: then it is a Dockerfile). Entries are confined to
+// `dest`: absolute names and `..` are refused and nothing is written through a symlink
+// (ARCHIVE_EXTRACT_SECURE_SYMLINKS); devices are skipped and owners are not restored
+// (neither is part of what COPY takes from a context).
+Result<bool> extract_if_archive(const fs::path& archive_path, const fs::path& dest) {
+  struct stat info{};
+  if (::stat(archive_path.c_str(), &info) != 0) return sys_error("stat", archive_path.string());
+  if (info.st_size == 0) return false;
+  std::unique_ptr<archive, decltype(&archive_read_free)> reader(archive_read_new(), archive_read_free);
+  std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_disk_new(), archive_write_free);
+  if (!reader || !writer) return Error{"context archive: out of memory"};
+  archive_read_support_filter_all(reader.get());
+  archive_read_support_format_tar(reader.get());
+  archive_read_support_format_gnutar(reader.get());
+  archive_write_disk_set_options(writer.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+                                                   ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+  if (archive_read_open_filename(reader.get(), archive_path.c_str(), 65536) != ARCHIVE_OK) return false;
+  bool first = true;
+  for (;;) {
+    archive_entry* entry = nullptr;
+    const int status = archive_read_next_header(reader.get(), &entry);
+    if (status == ARCHIVE_EOF) return true;
+    if (status < ARCHIVE_WARN) {
+      if (first) return false;  // not a tar: the caller reads it as a Dockerfile
+      return Error{std::string("context archive: ") + archive_error_string(reader.get())};
+    }
+    first = false;
+    const auto type = archive_entry_filetype(entry);
+    if (type == AE_IFCHR || type == AE_IFBLK) continue;
+    auto target = contained_path(dest, archive_entry_pathname(entry));
+    if (!target) return target.error();
+    archive_entry_set_pathname(entry, target->c_str());
+    if (const char* link = archive_entry_hardlink(entry)) {
+      auto link_target = contained_path(dest, link);
+      if (!link_target) return link_target.error();
+      archive_entry_set_hardlink(entry, link_target->c_str());
+    }
+    if (archive_write_header(writer.get(), entry) < ARCHIVE_WARN) {
+      return Error{std::string("context archive: ") + archive_error_string(writer.get())};
+    }
+    const void* block = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    for (;;) {
+      const int read = archive_read_data_block(reader.get(), &block, &size, &offset);
+      if (read == ARCHIVE_EOF) break;
+      if (read < ARCHIVE_WARN) return Error{std::string("context archive: ") + archive_error_string(reader.get())};
+      if (archive_write_data_block(writer.get(), block, size, offset) < ARCHIVE_WARN) {
+        return Error{std::string("context archive: ") + archive_error_string(writer.get())};
+      }
+    }
+    if (archive_write_finish_entry(writer.get()) < ARCHIVE_WARN) {
+      return Error{std::string("context archive: ") + archive_error_string(writer.get())};
+    }
+  }
+}
+
+// What the build reads: the context directory (none for a Dockerfile alone on stdin) and
+// the Dockerfile's text.
+struct BuildInput {
+  std::optional<fs::path> context_dir;
+  std::string dockerfile_text;
+  std::string dockerfile_name = "Dockerfile";  // labels errors: `Dockerfile:3:1: ...`
+  fs::path dockerfile_path;                    // for <Dockerfile>.dockerignore; empty from stdin
+};
+
+// The context when it came as one file (stdin, an http URL): a tar becomes the context
+// directory, anything else is the Dockerfile of a build with no context.
+Result<BuildInput> input_from_file(const fs::path& file, const ScratchSpace& scratch) {
+  auto dir = scratch.subdir("context");
+  if (!dir) return dir.error();
+  auto extracted = extract_if_archive(file, *dir);
+  if (!extracted) return extracted.error();
+  BuildInput input;
+  if (*extracted) {
+    input.context_dir = *dir;
+    return input;
+  }
+  auto text = read_whole_file(file);
+  if (!text) return text.error();
+  input.dockerfile_text = std::move(text).value();
+  return input;
+}
+
+// Reads the Dockerfile of `input` (which has a context) as the flags say: `-f -` is stdin,
+// `-f FILE` is relative to the working directory for a local context and to the context
+// for a fetched one, no -f is <context>/Dockerfile (or `dockerfile`, as docker falls back).
+Result<void> read_dockerfile(const BuildArgs& args, bool local_context, BuildInput& input) {
+  if (args.file == "-") {
+    std::ostringstream text;
+    text << std::cin.rdbuf();
+    input.dockerfile_text = text.str();
+    return {};
+  }
+  fs::path path;
+  if (!args.file.empty()) {
+    path = local_context ? fs::path(args.file) : *input.context_dir / fs::path(args.file).relative_path();
+  } else {
+    path = *input.context_dir / "Dockerfile";
+    std::error_code ignored;
+    if (!fs::exists(path, ignored) && fs::exists(*input.context_dir / "dockerfile", ignored)) {
+      path = *input.context_dir / "dockerfile";
+    }
+  }
+  auto text = read_whole_file(path);
+  if (!text) return text.error();
+  input.dockerfile_text = std::move(text).value();
+  input.dockerfile_name = path.filename().string();
+  input.dockerfile_path = path;
+  return {};
+}
+
+// A git repository as the context: what docker and BuildKit take for one, plus `file://`
+// URLs (a local repository; kiln's addition: a directory context is never spelled so).
+bool is_git_context(std::string_view context) {
+  return context.starts_with("file://") || executor::classify_add_source(context) == executor::AddSourceKind::git;
+}
+
+Result<BuildInput> prepare_input(const BuildArgs& args, const ScratchSpace& scratch) {
+  if (args.context == "-" && args.file == "-") {
+    return Error{"invalid argument: can't use stdin for both build context and dockerfile"};
+  }
+  BuildInput input;
+  bool local_context = false;
+  if (args.context == "-") {
+    const fs::path saved = scratch.dir() / "stdin";
+    if (auto r = save_stdin(saved); !r) return r.error();
+    auto from_stdin = input_from_file(saved, scratch);
+    if (!from_stdin) return from_stdin.error();
+    input = std::move(from_stdin).value();
+    if (!input.context_dir) {
+      if (!args.file.empty()) return Error{"-f cannot be used when the Dockerfile comes on stdin"};
+      return input;
+    }
+  } else if (is_git_context(args.context)) {
+    executor::FetchOptions options;
+    auto fetched = executor::fetch_git(args.context, scratch.dir(), options);
+    if (!fetched) return Error{"unable to prepare context: " + fetched.error().message};
+    input.context_dir = fetched->dir;
+  } else if (executor::classify_add_source(args.context) == executor::AddSourceKind::http) {
+    auto fetched = executor::fetch_http(args.context, scratch.dir(), {});
+    if (!fetched) return Error{"unable to prepare context: " + fetched.error().message};
+    auto from_url = input_from_file(fetched->dir / fetched->name, scratch);
+    if (!from_url) return from_url.error();
+    input = std::move(from_url).value();
+    if (!input.context_dir) return input;
+  } else {
+    std::error_code error;
+    if (!fs::is_directory(args.context, error)) {
+      return Error{"unable to prepare context: path \"" + args.context + "\" not found"};
+    }
+    input.context_dir = fs::path(args.context);
+    local_context = true;
+  }
+  if (auto r = read_dockerfile(args, local_context, input); !r) return r.error();
+  return input;
+}
+
+// ---- .dockerignore ----------------------------------------------------------------------------
+
+// The parser's .dockerignore rules as the PathFilter the build context selects with; the
+// two interfaces have the same contracts (cache/context.h), this only connects them.
+class DockerIgnoreFilter final : public cache::PathFilter {
+ public:
+  explicit DockerIgnoreFilter(parser::DockerIgnore rules) : rules_(std::move(rules)) {}
+  bool excluded(std::string_view path) const override { return rules_.excluded(path); }
+  bool may_include_below(std::string_view dir) const override { return rules_.may_include_below(dir); }
+
+ private:
+  parser::DockerIgnore rules_;
+};
+
+// ---- base images --------------------------------------------------------------------------------
+
+// Base images for the planner and the executor: found in the store by reference, else (or
+// always, with --pull) pulled. Each (reference, platform) is resolved once per build and the
+// same answer given every time after, from any thread. Each resolution is a progress
+// vertex, as BuildKit's `[internal] load metadata for ...`.
+class StoreImageSource final : public executor::ImageSource {
+ public:
+  StoreImageSource(cache::Store& store, executor::Progress& progress, push::PullOptions pull_options,
+                   bool always_pull)
+      : store_(store), progress_(progress), pull_options_(std::move(pull_options)), always_pull_(always_pull) {}
+
+  Result<executor::SourceImage> get(const oci::Reference& reference, const oci::Platform& platform) override {
+    std::shared_ptr<Entry> entry;
+    {
+      std::lock_guard lock(mutex_);
+      auto& slot = entries_[reference.str() + " " + platform.str()];
+      if (!slot) slot = std::make_shared<Entry>();
+      entry = slot;
+    }
+    // Other threads asking for the same image wait here for the one resolution.
+    std::call_once(entry->once, [&] { entry->result.emplace(resolve(reference, platform)); });
+    return *entry->result;
+  }
+
+ private:
+  struct Entry {
+    std::once_flag once;
+    std::optional<Result<executor::SourceImage>> result;  // set inside `once`
+  };
+
+  Result<executor::SourceImage> resolve(const oci::Reference& reference, const oci::Platform& platform) {
+    const executor::VertexId vertex = progress_.start("[internal] load metadata for " + reference.str());
+    auto image = always_pull_ ? Result<std::optional<executor::SourceImage>>(std::nullopt)
+                              : from_store(reference, platform);
+    if (image.ok() && !image->has_value()) {
+      push::PullOptions options = pull_options_;
+      options.progress = [this, vertex](const push::PullProgress& step) {
+        if (step.stage != push::PullProgress::Stage::layer_downloaded) return;
+        progress_.log(vertex, step.digest.str() + " " + human_size(step.size) + " downloaded\n");
+      };
+      auto pulled = push::pull(reference, platform, store_, options);
+      if (!pulled) {
+        image = pulled.error();
+      } else {
+        image = from_store(reference, platform, pulled->manifest_digest);
+        if (image.ok() && !image->has_value()) image = Error{"pull " + reference.str() + ": no image stored"};
+      }
+    }
+    if (!image) {
+      progress_.error(vertex, image.error().message);
+      return image.error();
+    }
+    progress_.done(vertex);
+    return std::move(**image);
+  }
+
+  // The stored image the ref `reference` names (or the manifest `pinned`), with its layers
+  // extracted; nullopt when the store has none for `platform`.
+  Result<std::optional<executor::SourceImage>> from_store(const oci::Reference& reference,
+                                                          const oci::Platform& platform,
+                                                          std::optional<Digest> pinned = std::nullopt) {
+    if (!pinned) {
+      auto target = store_.get_ref(reference.str());
+      if (!target) return target.error();
+      if (!target->has_value()) return std::optional<executor::SourceImage>();
+      pinned = **target;
+    }
+    auto stored = load_image(store_, *pinned);
+    if (!stored) return std::optional<executor::SourceImage>();  // an index or foreign ref: pull
+    if (!platform.matches(stored->config.platform())) return std::optional<executor::SourceImage>();
+    executor::SourceImage image{stored->manifest_digest, std::move(stored->config), stored->manifest.layers, {}};
+    for (std::size_t i = 0; i < image.layers.size(); ++i) {
+      auto snapshot = store_.snapshot(image.config.rootfs.diff_ids[i], image.layers[i].digest);
+      if (!snapshot) return Error{reference.str() + ": " + snapshot.error().message};
+      image.snapshots.push_back(std::move(snapshot).value());
+    }
+    return std::optional<executor::SourceImage>(std::move(image));
+  }
+
+  cache::Store& store_;
+  executor::Progress& progress_;
+  const push::PullOptions pull_options_;
+  const bool always_pull_;
+  std::mutex mutex_;  // guards entries_ (not the entries' results: see get())
+  std::map<std::string, std::shared_ptr<Entry>> entries_;  // by "reference platform"
+};
+
+planner::BaseImageResolver base_resolver(StoreImageSource& images) {
+  return [&images](const oci::Reference& reference, const oci::Platform& platform) -> Result<planner::BaseImageConfig> {
+    auto image = images.get(reference, platform);
+    if (!image) return image.error();
+    const oci::ContainerConfig& config = image->config.config;
+    return planner::BaseImageConfig{config.env, config.working_dir, config.user, config.shell, config.on_build};
+  };
+}
+
+// ---- outputs --------------------------------------------------------------------------------------
+
+Result<void> write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return Error{"cannot write " + path};
+  return {};
+}
+
+// Copies the file `path` to stdout (an archive output with dest=-).
+Result<void> copy_to_stdout(const fs::path& path) {
+  UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return sys_error("open", path.string());
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = ::read(in.get(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("read", path.string());
+    if (n == 0) return {};
+    if (auto r = write_all(STDOUT_FILENO, buffer, static_cast<std::size_t>(n), "stdout"); !r) return r;
+  }
+}
+
+// The image's root filesystem (layers applied, whiteouts resolved) in `dest`, which must be
+// empty or absent.
+Result<void> export_rootfs(const std::vector<fs::path>& snapshots, const fs::path& dest) {
+  std::error_code error;
+  if (fs::exists(dest, error) && !fs::is_empty(dest, error)) {
+    return Error{"output directory " + dest.string() + " is not empty"};
+  }
+  fs::create_directories(dest, error);
+  if (error) return Error{"mkdir " + dest.string() + ": " + error.message()};
+  // copy_layers takes the layers top-most first, as overlayfs does.
+  return sandbox::copy_layers(std::vector<fs::path>(snapshots.rbegin(), snapshots.rend()), dest);
+}
+
+// The directory tree `dir` as a tar file `out` (type=tar): sorted, owners and modes kept.
+Result<void> write_tree_tar(const fs::path& dir, const fs::path& out) {
+  std::unique_ptr<archive, decltype(&archive_read_free)> disk(archive_read_disk_new(), archive_read_free);
+  std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_new(), archive_write_free);
+  if (!disk || !writer) return Error{"tar output: out of memory"};
+  archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS);
+  archive_read_disk_set_standard_lookup(disk.get());
+  archive_write_set_format_pax_restricted(writer.get());
+  if (archive_write_open_filename(writer.get(), out.c_str()) != ARCHIVE_OK) {
+    return Error{"tar output " + out.string() + ": " + archive_error_string(writer.get())};
+  }
+  std::vector<fs::path> paths;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::none); it != fs::recursive_directory_iterator(); ++it) {
+    paths.push_back(it->path());
+  }
+  std::sort(paths.begin(), paths.end());
+  for (const fs::path& path : paths) {
+    std::unique_ptr<archive_entry, decltype(&archive_entry_free)> entry(archive_entry_new(), archive_entry_free);
+    archive_entry_copy_sourcepath(entry.get(), path.c_str());
+    if (archive_read_disk_entry_from_file(disk.get(), entry.get(), -1, nullptr) != ARCHIVE_OK) {
+      return Error{"tar output " + path.string() + ": " + archive_error_string(disk.get())};
+    }
+    archive_entry_copy_pathname(entry.get(), path.lexically_relative(dir).c_str());
+    if (archive_write_header(writer.get(), entry.get()) < ARCHIVE_WARN) {
+      return Error{"tar output " + out.string() + ": " + archive_error_string(writer.get())};
+    }
+    if (archive_entry_filetype(entry.get()) == AE_IFREG && archive_entry_size(entry.get()) > 0) {
+      UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      if (!in) return sys_error("open", path.string());
+      char buffer[65536];
+      for (;;) {
+        const ssize_t n = ::read(in.get(), buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return sys_error("read", path.string());
+        if (n == 0) break;
+        if (archive_write_data(writer.get(), buffer, static_cast<std::size_t>(n)) < 0) {
+          return Error{"tar output " + out.string() + ": " + archive_error_string(writer.get())};
+        }
+      }
+    }
+  }
+  if (archive_write_close(writer.get()) != ARCHIVE_OK) {
+    return Error{"tar output " + out.string() + ": " + archive_error_string(writer.get())};
+  }
+  return {};
+}
+
+// What the outputs need of the finished build.
+struct Exporter {
+  cache::Store& store;
+  executor::Progress& progress;
+  const executor::BuildResult& result;
+  const ScratchSpace& scratch;
+  const std::vector<oci::Reference>& tags;
+  push::PushOptions push_options;
+  std::optional<push::PushedImage> pushed;  // set by the last push
+
+  // Points every name at the image and reports it as BuildKit's exporter does.
+  Result<void> name_image(executor::VertexId vertex, const std::vector<oci::Reference>& names) {
+    for (const oci::Reference& name : names) {
+      if (auto r = store.set_ref(name.str(), result.manifest_digest); !r) return r;
+      progress.log(vertex, "naming to " + name.str() + " done\n");
+    }
+    return {};
+  }
+
+  Result<std::vector<oci::Reference>> names_of(const OutputSpec& output) {
+    if (output.names.empty()) return tags;
+    std::vector<oci::Reference> names;
+    for (const std::string& text : output.names) {
+      auto name = oci::Reference::parse(text);
+      if (!name) return name.error();
+      names.push_back(std::move(name).value());
+    }
+    return names;
+  }
+
+  Result<void> push(executor::VertexId vertex, const std::vector<oci::Reference>& names) {
+    if (names.empty()) return Error{"push: the image has no name (give -t or --output type=image,name=...)"};
+    push::PushOptions options = push_options;
+    options.progress = [this, vertex](const push::PushProgress& step) {
+      using Stage = push::PushProgress::Stage;
+      const std::string blob = step.digest.str();
+      if (step.stage == Stage::uploaded) progress.log(vertex, "pushing layer " + blob + " done\n");
+      if (step.stage == Stage::exists) progress.log(vertex, "layer " + blob + " already exists\n");
+      if (step.stage == Stage::mounted) progress.log(vertex, "mounted " + blob + " from " + step.source + "\n");
+      if (step.stage == Stage::manifest) progress.log(vertex, "pushing manifest for " + step.reference + " done\n");
+    };
+    auto pushed_image = push::push_image(store, result.manifest_digest, names, options);
+    if (!pushed_image) return pushed_image.error();
+    pushed = std::move(pushed_image).value();
+    return {};
+  }
+
+  // An oci or docker archive of the image under `names` (a temporary name when there is
+  // none: save_archive writes what refs point at).
+  Result<void> save(const OutputSpec& output, const std::vector<oci::Reference>& names) {
+    std::vector<oci::Reference> refs = names;
+    std::optional<std::string> temporary;
+    if (refs.empty()) {
+      auto name = oci::Reference::parse("localhost/kiln-build:" + result.config_digest.hex().substr(0, 12));
+      if (!name) return name.error();
+      temporary = name->str();
+      refs.push_back(std::move(name).value());
+    }
+    for (const oci::Reference& ref : refs) {
+      if (auto r = store.set_ref(ref.str(), result.manifest_digest); !r) return r;
+    }
+    const fs::path file = output.dest == "-" ? scratch.dir() / "output.tar" : fs::path(output.dest);
+    auto saved = push::save_archive(store, refs, output.kind == OutputSpec::Kind::oci ? push::ArchiveFormat::oci
+                                                                                       : push::ArchiveFormat::docker,
+                                    file);
+    if (temporary) (void)store.delete_ref(*temporary);
+    if (!saved) return saved;
+    if (output.dest == "-") return copy_to_stdout(file);
+    return {};
+  }
+
+  Result<void> rootfs_tar(const OutputSpec& output) {
+    auto dir = scratch.subdir("rootfs");
+    if (!dir) return dir.error();
+    if (auto r = export_rootfs(result.snapshots, *dir); !r) return r;
+    const fs::path file = output.dest == "-" ? scratch.dir() / "rootfs.tar" : fs::path(output.dest);
+    if (auto r = write_tree_tar(*dir, file); !r) return r;
+    if (output.dest == "-") return copy_to_stdout(file);
+    return {};
+  }
+
+  Result<void> run(const OutputSpec& output) {
+    switch (output.kind) {
+      case OutputSpec::Kind::image: {
+        const executor::VertexId vertex = progress.start("exporting to image");
+        progress.log(vertex, "writing image " + result.config_digest.str() + " done\n");
+        auto names = names_of(output);
+        Result<void> done = names ? name_image(vertex, *names) : Result<void>(names.error());
+        if (done && output.push) done = push(vertex, *names);
+        return finish(vertex, done);
+      }
+      case OutputSpec::Kind::oci:
+      case OutputSpec::Kind::docker: {
+        const executor::VertexId vertex = progress.start(
+            std::string("exporting to ") + (output.kind == OutputSpec::Kind::oci ? "oci" : "docker") + " image format");
+        auto names = names_of(output);
+        Result<void> done = names ? save(output, *names) : Result<void>(names.error());
+        if (done) progress.log(vertex, "sending tarball " + output.dest + " done\n");
+        return finish(vertex, done);
+      }
+      case OutputSpec::Kind::local: {
+        const executor::VertexId vertex = progress.start("exporting to client directory");
+        Result<void> done = export_rootfs(result.snapshots, output.dest);
+        if (done) progress.log(vertex, "copying files to " + output.dest + " done\n");
+        return finish(vertex, done);
+      }
+      case OutputSpec::Kind::tar: {
+        const executor::VertexId vertex = progress.start("exporting to client tarball");
+        return finish(vertex, rootfs_tar(output));
+      }
+    }
+    return {};
+  }
+
+  Result<void> finish(executor::VertexId vertex, Result<void> outcome) {
+    if (outcome) {
+      progress.done(vertex);
+    } else {
+      progress.error(vertex, outcome.error().message);
+    }
+    return outcome;
+  }
+};
+
+// buildx's --metadata-file keys.
+json build_metadata(const executor::BuildResult& result, const std::vector<oci::Reference>& tags,
+                    const std::optional<push::PushedImage>& pushed) {
+  std::string names;
+  for (const oci::Reference& tag : tags) names += (names.empty() ? "" : ",") + tag.str();
+  const Digest manifest = pushed ? pushed->manifest_digest : result.manifest_digest;
+  json metadata = {
+      {"containerimage.config.digest", result.config_digest.str()},
+      {"containerimage.descriptor",
+       {{"mediaType", pushed ? pushed->media_type : result.manifest.media_type},
+        {"digest", manifest.str()},
+        {"size", pushed ? pushed->manifest_size : 0}}},
+      {"containerimage.digest", manifest.str()},
+  };
+  if (!pushed) metadata["containerimage.descriptor"].erase("size");
+  if (!names.empty()) metadata["image.name"] = names;
+  return metadata;
+}
+
+// ---- the command ------------------------------------------------------------------------------------
+
+// Everything the flags say, checked before any work starts.
+struct BuildPlanInputs {
+  std::vector<oci::Reference> tags;
+  std::map<std::string, std::string> build_args;
+  std::map<std::string, std::string> labels;
+  std::vector<executor::Secret> secrets;
+  std::vector<executor::SshAgent> ssh_agents;
+  std::vector<OutputSpec> outputs;
+  executor::ProgressMode progress_mode = executor::ProgressMode::auto_;
+};
+
+Result<BuildPlanInputs> check_flags(const BuildArgs& args) {
+  BuildPlanInputs inputs;
+  for (const std::string& text : args.tags) {
+    auto tag = oci::Reference::parse(text);
+    if (!tag) return Error{"invalid tag \"" + text + "\": " + tag.error().message};
+    inputs.tags.push_back(std::move(tag).value());
+  }
+  auto build_args = parse_pairs(args.build_args, "--build-arg", true);
+  if (!build_args) return build_args.error();
+  inputs.build_args = std::move(build_args).value();
+  auto labels = parse_pairs(args.labels, "--label", false);
+  if (!labels) return labels.error();
+  inputs.labels = std::move(labels).value();
+  if (auto r = check_platforms(args.platforms); !r) return r.error();
+  auto secrets = parse_secrets(args.secrets);
+  if (!secrets) return secrets.error();
+  inputs.secrets = std::move(secrets).value();
+  auto agents = parse_ssh(args.ssh);
+  if (!agents) return agents.error();
+  inputs.ssh_agents = std::move(agents).value();
+  for (const std::string& text : args.outputs) {
+    auto output = parse_output(text);
+    if (!output) return output.error();
+    inputs.outputs.push_back(std::move(output).value());
+  }
+  if (inputs.outputs.empty()) inputs.outputs.push_back(OutputSpec{});  // the store, with the tags
+  if (args.push) {
+    bool has_image = false;
+    for (OutputSpec& output : inputs.outputs) {
+      if (output.kind == OutputSpec::Kind::image) output.push = has_image = true;
+    }
+    if (!has_image) return Error{"--push needs an image output (it is --output type=image,push=true)"};
+  }
+  auto mode = executor::parse_progress_mode(args.progress);
+  if (!mode) return mode.error();
+  inputs.progress_mode = args.quiet ? executor::ProgressMode::quiet : *mode;
+  if (args.jobs < 0) return Error{"--jobs must be at least 1"};
+  return inputs;
+}
+
+std::optional<std::int64_t> source_date_epoch(const std::map<std::string, std::string>& build_args) {
+  std::string text;
+  if (auto arg = build_args.find("SOURCE_DATE_EPOCH"); arg != build_args.end()) {
+    text = arg->second;
+  } else if (const char* env = std::getenv("SOURCE_DATE_EPOCH")) {
+    text = env;
+  }
+  if (text.empty()) return std::nullopt;
+  char* end = nullptr;
+  const long long value = std::strtoll(text.c_str(), &end, 10);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return value;
+}
+
+void print_warning(const std::string& message) { std::fprintf(stderr, "kiln: warning: %s\n", message.c_str()); }
+
+// Ends a failed build as BuildKit does: the failed steps' last lines, then the error.
+int build_failed(executor::Progress& progress, const std::string& message) {
+  progress.finish();
+  const std::string report = progress.failed_step_report();
+  if (!report.empty()) std::fprintf(stderr, "%s", report.c_str());
+  return fail(message);
+}
+
+int run_build(const GlobalOptions& global, const BuildArgs& args) {
+  auto flags = check_flags(args);
+  if (!flags) return fail(flags.error().message);
+  auto store = open_store(global);
+  if (!store) return fail(store.error().message);
+  auto scratch = ScratchSpace::make();
+  if (!scratch) return fail(scratch.error().message);
+  auto input = prepare_input(args, *scratch);
+  if (!input) return fail(input.error().message);
+
+  executor::ProgressOptions progress_options = executor::progress_options_for_fd(flags->progress_mode, STDERR_FILENO);
+  progress_options.output = [](std::string_view bytes) {
+    (void)write_all(STDERR_FILENO, bytes.data(), bytes.size(), "stderr");  // progress never fails a build
+  };
+  executor::Progress progress(std::move(progress_options));
+  std::vector<std::string> warnings;
+
+  const executor::VertexId definition = progress.start("[internal] load build definition from " + input->dockerfile_name);
+  auto dockerfile = parser::parse(input->dockerfile_text, input->dockerfile_name);
+  // Loading the file worked; as BuildKit, the parse error is the build's, not the vertex's.
+  progress.done(definition);
+  if (!dockerfile) {
+    progress.finish();
+    return fail(dockerfile.error().message);
+  }
+  for (const parser::Warning& warning : dockerfile->warnings) {
+    warnings.push_back(parser::location_prefix(input->dockerfile_name, warning.position) + warning.message);
+  }
+
+  std::optional<cache::BuildContext> context;
+  std::unique_ptr<DockerIgnoreFilter> ignore;
+  if (input->context_dir) {
+    const executor::VertexId vertex = progress.start("[internal] load .dockerignore");
+    auto ignore_file = cache::read_ignore_file(*input->context_dir, input->dockerfile_path);
+    if (!ignore_file) return build_failed(progress, ignore_file.error().message);
+    if (*ignore_file) {
+      auto rules = parser::DockerIgnore::parse((*ignore_file)->text, (*ignore_file)->name);
+      if (!rules) return build_failed(progress, rules.error().message);
+      ignore = std::make_unique<DockerIgnoreFilter>(std::move(rules).value());
+    }
+    progress.done(vertex);
+    auto opened = cache::BuildContext::open(*input->context_dir);
+    if (!opened) return build_failed(progress, opened.error().message);
+    context.emplace(std::move(opened).value());
+  }
+
+  push::PullOptions pull_options;
+  pull_options.registry.insecure_registries = args.insecure_registries;
+  StoreImageSource images(*store, progress, pull_options, args.pull);
+  planner::PlanOptions plan_options;
+  plan_options.build_args = flags->build_args;
+  plan_options.target = args.target;
+  plan_options.resolve_base = base_resolver(images);
+  auto graph = planner::plan(*dockerfile, plan_options);
+  if (!graph) return build_failed(progress, graph.error().message);
+  for (const std::string& warning : graph->warnings) warnings.push_back(warning);
+
+  executor::BuildOptions options;
+  options.store = &*store;
+  options.context = context ? &*context : nullptr;
+  options.ignore = ignore.get();
+  options.images = &images;
+  options.progress = &progress;
+  options.dockerfile_name = input->dockerfile_name;
+  options.jobs = args.jobs > 0 ? args.jobs : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  options.no_cache = args.no_cache;
+  for (const std::string& stage : args.no_cache_filter) {
+    std::string name = stage;
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    options.no_cache_stages.insert(name);
+  }
+  options.explain_cache = args.explain_cache;
+  options.secrets = flags->secrets;
+  options.ssh_agents = flags->ssh_agents;
+  options.labels = flags->labels;
+  options.source_date_epoch = source_date_epoch(flags->build_args);
+  auto result = executor::build(*graph, options);
+  if (!result) return build_failed(progress, result.error().message);
+
+  Exporter exporter{*store, progress, *result, *scratch, flags->tags, {}, std::nullopt};
+  exporter.push_options.registry.insecure_registries = args.insecure_registries;
+  for (const OutputSpec& output : flags->outputs) {
+    if (auto exported = exporter.run(output); !exported) return build_failed(progress, exported.error().message);
+  }
+  progress.finish();
+  for (const std::string& warning : warnings) print_warning(warning);
+
+  // buildx: the pushed manifest's digest after a push, else the image (config) ID.
+  const std::string image_id =
+      exporter.pushed ? exporter.pushed->manifest_digest.str() : result->config_digest.str();
+  if (!args.iidfile.empty()) {
+    if (auto r = write_text_file(args.iidfile, image_id); !r) return fail(r.error().message);
+  }
+  if (!args.metadata_file.empty()) {
+    const json metadata = build_metadata(*result, flags->tags, exporter.pushed);
+    if (auto r = write_text_file(args.metadata_file, metadata.dump(2) + "\n"); !r) return fail(r.error().message);
+  }
+  if (args.quiet) std::printf("%s\n", result->config_digest.str().c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command add_build_command(CLI::App& app, const GlobalOptions& global) {
+  auto args = std::make_shared<BuildArgs>();
+  CLI::App* build = app.add_subcommand("build", "Build an image from a Dockerfile");
+  build->add_option("context", args->context, "The build context: a directory, a git or http(s) URL, or - (stdin)")
+      ->required();
+  // Repeatable options take one value per flag: a list would swallow the context.
+  build->add_option("-t,--tag", args->tags, "Name the image (name:tag); repeat for several")->allow_extra_args(false);
+  build->add_option("-f,--file", args->file, "The Dockerfile (default: CONTEXT/Dockerfile; - reads stdin)");
+  build->add_option("--target", args->target, "The stage to build (default: the last)");
+  build->add_option("--build-arg", args->build_args, "Set a build-time variable: K=V, or K to take $K")
+      ->allow_extra_args(false);
+  build->add_flag("--no-cache", args->no_cache, "Do not use the cache");
+  build->add_option("--no-cache-filter", args->no_cache_filter, "Do not use the cache for this stage")
+      ->allow_extra_args(false);
+  build->add_flag("--pull", args->pull, "Always pull the base images");
+  build->add_option("--progress", args->progress, "Progress output: auto, tty, plain, rawjson or quiet");
+  build->add_flag("-q,--quiet", args->quiet, "Print nothing but the image ID (on stdout)");
+  build->add_option("--iidfile", args->iidfile, "Write the image ID to this file");
+  build->add_option("--metadata-file", args->metadata_file, "Write the build result's metadata as JSON to this file");
+  build->add_option("--label", args->labels, "Set an image label: K=V")->allow_extra_args(false);
+  build->add_option("--platform", args->platforms, "The target platform (only the host's)")->allow_extra_args(false);
+  build->add_option("--secret", args->secrets, "A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR")
+      ->allow_extra_args(false);
+  build->add_option("--ssh", args->ssh, "An SSH agent for RUN --mount=type=ssh: default[=SOCKET] or ID=SOCKET")
+      ->allow_extra_args(false);
+  build->add_option("--jobs", args->jobs, "Stages built at once (default: one per hardware thread)");
+  build->add_flag("--explain-cache", args->explain_cache, "Say which input changed on every cache miss");
+  build->add_option("--insecure-registry", args->insecure_registries, "Use plain HTTP for this registry")
+      ->allow_extra_args(false);
+  build->add_option("-o,--output", args->outputs,
+                    "Output: type=image[,name=N][,push=true], type=oci|docker,dest=FILE, type=local,dest=DIR, "
+                    "type=tar,dest=FILE, or DIR")
+      ->allow_extra_args(false);
+  build->add_flag("--push", args->push, "Push the image to its registry (--output type=image,push=true)");
+  return {build, [&global, args] { return run_build(global, *args); }, 1, true};
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,130 @@
+// The executor: runs a planner::BuildGraph into an image in the local store.
+//
+// Per stage, in a thread of its own as soon as the stages it depends on are done (at most
+// BuildOptions::jobs stages at once):
+//
+//   root key (base_key / base stage's final key)
+//   for each step:  config step -> apply its ConfigChange and history entry; no layer
+//                   layer step  -> key = planner::step_key(parent, step, input identities)
+//                                  cache hit?  yes -> reuse the recorded layer
+//                                              no  -> overlay of the parent's snapshots,
+//                                                     RUN (run_step.h) or COPY/ADD
+//                                                     (file_copy.h) or WORKDIR's mkdir,
+//                                                     upper dir -> layer blob, and the
+//                                                     upper dir itself becomes the
+//                                                     layer's snapshot
+//                                                     record key -> layer (build_cache.h)
+//
+// The target stage's config, layers and history become an OCI image (manifest + config)
+// stored in the store; the caller tags, exports or pushes it. The executor knows neither
+// the command line nor registries: base images come through ImageSource.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cache/compression.h"
+#include "cache/context.h"
+#include "cache/store.h"
+#include "common/digest.h"
+#include "common/result.h"
+#include "executor/progress.h"
+#include "oci/descriptor.h"
+#include "oci/image.h"
+#include "oci/platform.h"
+#include "oci/reference.h"
+#include "planner/planner.h"
+
+namespace kiln::executor {
+
+/// An image the build starts from (FROM) or reads from (COPY --from, RUN --mount from=),
+/// present in the store with its layers extracted.
+struct SourceImage {
+  Digest manifest_digest = Digest::sha256_of("");  // the identity in cache keys (the resolved digest)
+  oci::ImageConfig config;
+  std::vector<oci::Descriptor> layers;              // the manifest's, bottom first
+  std::vector<std::filesystem::path> snapshots;     // their extracted directories, same order
+};
+
+/// Where base images come from: the CLI pulls them (or finds them in the store).
+class ImageSource {
+ public:
+  virtual ~ImageSource() = default;
+  /// The image `reference` for `platform`. Thread-safe: stages ask in parallel, and the
+  /// same reference may be asked for more than once (answer the same image each time
+  /// within one build).
+  virtual Result<SourceImage> get(const oci::Reference& reference, const oci::Platform& platform) = 0;
+};
+
+/// `--secret id=ID,src=FILE` or `--secret id=ID,env=VAR` (the value read by the CLI).
+struct Secret {
+  std::string id;
+  std::optional<std::filesystem::path> file;  // src=: read when a RUN mounts it
+  std::optional<std::string> value;           // env=: the variable's value
+};
+
+/// `--ssh ID=SOCKET` (`--ssh default` means $SSH_AUTH_SOCK, resolved by the CLI).
+struct SshAgent {
+  std::string id;
+  std::filesystem::path socket;  // an agent's unix socket on the host
+};
+
+struct BuildOptions {
+  cache::Store* store = nullptr;  // required; the build's blobs, snapshots and cache
+  /// The build context; null when the build has none (a Dockerfile from stdin with no
+  /// context): COPY/ADD of local files then fail with BuildKit's "not found" error.
+  const cache::BuildContext* context = nullptr;
+  const cache::PathFilter* ignore = nullptr;  // .dockerignore; null: nothing ignored
+  ImageSource* images = nullptr;              // required when the graph has image bases
+  Progress* progress = nullptr;               // required
+  std::string dockerfile_name = "Dockerfile";  // for error messages: `Dockerfile:12`
+  int jobs = 2;                                // stages run at once; at least 1
+  bool no_cache = false;                       // --no-cache: no lookups (results recorded)
+  std::set<std::string> no_cache_stages;       // --no-cache-filter: stage names, lower-case
+  /// --explain-cache: a progress line on every miss saying which input changed.
+  bool explain_cache = false;
+  std::vector<Secret> secrets;
+  std::vector<SshAgent> ssh_agents;
+  /// Image labels from `--label`, set last (they win over LABEL).
+  std::map<std::string, std::string> labels;
+  cache::LayerCompression compression = cache::LayerCompression::gzip;
+  std::optional<std::int64_t> source_date_epoch;  // SOURCE_DATE_EPOCH: clamps layer mtimes
+};
+
+/// What one build did, for the CLI's summary and the tests.
+struct BuildStats {
+  int steps_cached = 0;  // layer steps whose layer came from the cache
+  int steps_run = 0;     // layer steps executed
+};
+
+struct BuildResult {
+  Digest manifest_digest = Digest::sha256_of("");  // stored, linked to its config and layers
+  Digest config_digest = Digest::sha256_of("");    // the image ID
+  oci::Manifest manifest;
+  oci::ImageConfig config;
+  std::vector<std::filesystem::path> snapshots;  // the image's layers extracted, bottom first
+  BuildStats stats;
+};
+
+/// Builds `graph` (see the top of this file). The image is stored (manifest, config and
+/// layers, linked for GC) but no ref points at it yet: the caller tags it (Store::set_ref)
+/// before the Store closes, or GC may take it. Errors name the step:
+/// `Dockerfile:7: RUN false: process "/bin/sh -c false" did not complete successfully:
+/// exit code: 1`; the failed step's output is in options.progress. On error, running
+/// stages are stopped at their next step and nothing half-written stays in the store.
+/// Not reentrant on one Store's cache mounts; two builds may share a store (other
+/// processes) safely.
+Result<BuildResult> build(const planner::BuildGraph& graph, const BuildOptions& options);
+
+/// Makes the calling process's mount namespace private to it, so the overlays the build
+/// mounts (COPY, --from trees) are seen by no one else and vanish when kiln exits. Call
+/// once, before any thread starts (in rootless mode: after entering the user namespace).
+Result<void> enter_private_mount_namespace();
+
+}  // namespace kiln::executor
