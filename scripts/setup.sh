@@ -10,6 +10,8 @@ packages=(
   libsqlite3-dev libbenchmark-dev zlib1g-dev libzstd-dev
   # peers the end-to-end tests run against
   docker-registry skopeo umoci apache2-utils busybox-static pigz curl python3 zstd
+  # the build cases: ADD of git repositories and of compressed archives, RUN --mount=type=ssh
+  bzip2 xz-utils openssh-client
   # rootless runs (newuidmap/newgidmap); podman, buildah and runc for the run benchmark
   uidmap podman buildah runc
 )

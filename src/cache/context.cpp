@@ -277,19 +277,6 @@ ContextEntry entry_from(std::string path, const struct stat& st) {
   return entry;
 }
 
-Result<std::string> read_link_at(int dir_fd, const char* name, std::string_view path) {
-  std::string target(256, '\0');
-  for (;;) {
-    const ssize_t length = ::readlinkat(dir_fd, name, target.data(), target.size());
-    if (length < 0) return sys_error("readlink", path);
-    if (static_cast<std::size_t>(length) < target.size()) {
-      target.resize(static_cast<std::size_t>(length));
-      return target;
-    }
-    target.resize(target.size() * 2);
-  }
-}
-
 // The state of one select() call.
 class Selector {
  public:

@@ -96,8 +96,7 @@ class LayerTarWriter {
   Result<void> write_file(int dir_fd, const std::string& name, const std::string& path, const struct stat& st,
                           archive_entry* entry);
   Result<void> copy_contents(int fd, std::uint64_t size, const std::string& path);
-  Result<void> write_symlink(int dir_fd, const std::string& name, const std::string& path, const struct stat& st,
-                             archive_entry* entry);
+  Result<void> write_symlink(int dir_fd, const std::string& name, const std::string& path, archive_entry* entry);
   void add_xattrs(archive_entry* entry, const std::vector<Xattr>& xattrs) const;
   Result<void> write_header(archive_entry* entry, const std::string& path);
   Result<void> write_entry(archive_entry* entry, const std::string& path);

@@ -177,7 +177,7 @@ Result<void> LayerTarWriter::write_node(int dir_fd, const std::string& name, con
     case S_IFREG:
       return write_file(dir_fd, name, path, st, entry.get());
     case S_IFLNK:
-      return write_symlink(dir_fd, name, path, st, entry.get());
+      return write_symlink(dir_fd, name, path, entry.get());
     case S_IFCHR:
     case S_IFBLK:
       archive_entry_set_rdevmajor(entry.get(), major(st.st_rdev));
@@ -291,18 +291,10 @@ Result<void> LayerTarWriter::copy_contents(int fd, std::uint64_t size, const std
 }
 
 Result<void> LayerTarWriter::write_symlink(int dir_fd, const std::string& name, const std::string& path,
-                                           const struct stat& st, archive_entry* entry) {
-  std::string target(static_cast<std::size_t>(std::max<off_t>(st.st_size, 64)) + 1, '\0');
-  for (;;) {
-    const ssize_t length = ::readlinkat(dir_fd, name.c_str(), target.data(), target.size());
-    if (length < 0) return sys_error("readlink", display(path));
-    if (static_cast<std::size_t>(length) < target.size()) {
-      target.resize(static_cast<std::size_t>(length));
-      break;
-    }
-    target.resize(target.size() * 2);  // the link was replaced by a longer one
-  }
-  archive_entry_copy_symlink(entry, target.c_str());
+                                           archive_entry* entry) {
+  auto target = read_link_at(dir_fd, name.c_str(), display(path));
+  if (!target) return target.error();
+  archive_entry_copy_symlink(entry, target->c_str());
   return write_header(entry, path);
 }
 

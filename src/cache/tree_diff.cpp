@@ -151,14 +151,6 @@ Result<bool> same_contents(int a_fd, const std::string& a_display, int b_fd, con
   }
 }
 
-Result<std::string> read_link(int dir_fd, const std::string& name, const std::string& display) {
-  std::string target(PATH_MAX + 1, '\0');
-  const ssize_t length = ::readlinkat(dir_fd, name.c_str(), target.data(), target.size());
-  if (length < 0) return sys_error("readlink", display);
-  target.resize(static_cast<std::size_t>(length));
-  return target;
-}
-
 // An entry of the tree being compared with the lower view.
 struct TreeEntry {
   int parent_fd;
@@ -181,9 +173,9 @@ Result<bool> same_node(const TreeEntry& entry, const LowerEntry& lower) {
   }
   if (S_ISCHR(a.st_mode) || S_ISBLK(a.st_mode)) return a.st_rdev == b.st_rdev;
   if (S_ISLNK(a.st_mode)) {
-    auto ours = read_link(entry.parent_fd, entry.name, entry.display);
+    auto ours = read_link_at(entry.parent_fd, entry.name.c_str(), entry.display);
     if (!ours) return ours.error();
-    auto theirs = read_link(lower.parent_fd, entry.name, lower.display);
+    auto theirs = read_link_at(lower.parent_fd, entry.name.c_str(), lower.display);
     if (!theirs) return theirs.error();
     return *ours == *theirs;
   }

@@ -278,14 +278,14 @@ Result<OutputSpec> parse_output(const std::string& value) {
 
 // ---- scratch space and context input --------------------------------------------------------
 
-// A private directory under /var/tmp (a context can be big: not a tmpfs /tmp), removed with
-// its contents when the build ends.
+// A private directory in the store's tmp/ (a context can be big: not a tmpfs /tmp), removed
+// with its contents when the build ends, or by the store's next open() after a crash.
 class ScratchSpace {
  public:
-  static Result<ScratchSpace> make() {
-    std::string pattern = "/var/tmp/kiln-build-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) return sys_error("mkdtemp", pattern);
-    return ScratchSpace(pattern);
+  static Result<ScratchSpace> make(cache::Store& store) {
+    const fs::path dir = store.scratch_path("build");
+    if (::mkdir(dir.c_str(), 0700) != 0) return sys_error("mkdir", dir.string());
+    return ScratchSpace(dir);
   }
   ScratchSpace(ScratchSpace&& other) noexcept : dir_(std::move(other.dir_)) { other.dir_.clear(); }
   ScratchSpace& operator=(ScratchSpace&&) = delete;
@@ -614,14 +614,6 @@ planner::BaseImageResolver base_resolver(StoreImageSource& images) {
 
 // ---- outputs --------------------------------------------------------------------------------------
 
-Result<void> write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return Error{"cannot write " + path};
-  return {};
-}
-
 // Copies the file `path` to stdout (an archive output with dest=-).
 Result<void> copy_to_stdout(const fs::path& path) {
   UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -921,7 +913,7 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   if (!flags) return fail(flags.error().message);
   auto store = open_store(global);
   if (!store) return fail(store.error().message);
-  auto scratch = ScratchSpace::make();
+  auto scratch = ScratchSpace::make(*store);
   if (!scratch) return fail(scratch.error().message);
   auto input = prepare_input(args, *scratch);
   if (!input) return fail(input.error().message);

@@ -28,15 +28,6 @@ using json = nlohmann::ordered_json;
 
 std::string short_digest(const Digest& digest) { return digest.hex().substr(0, 12); }
 
-// Writes `text` to `path` (created or truncated); errors name the file.
-Result<void> write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return Error{"cannot write " + path};
-  return {};
-}
-
 // ---- push ------------------------------------------------------------------------------
 
 // Shows a push's progress on stderr: one plain line per finished blob when stderr is not a

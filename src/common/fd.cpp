@@ -90,4 +90,17 @@ Result<void> write_all(int fd, const void* data, std::size_t size, std::string_v
   return {};
 }
 
+Result<std::string> read_link_at(int dir_fd, const char* name, std::string_view path) {
+  std::string target(256, '\0');
+  for (;;) {
+    const ssize_t length = ::readlinkat(dir_fd, name, target.data(), target.size());
+    if (length < 0) return sys_error("readlink", path);
+    if (static_cast<std::size_t>(length) < target.size()) {
+      target.resize(static_cast<std::size_t>(length));
+      return target;
+    }
+    target.resize(target.size() * 2);  // truncated: the link is longer (or was replaced)
+  }
+}
+
 }  // namespace kiln

@@ -70,4 +70,9 @@ Result<UniqueFd> open_in_root(int root_fd, std::string_view path, int flags, uns
 /// `path` only names the directory in errors. Thread-safe for distinct descriptors.
 Result<std::vector<std::string>> list_directory(int dir_fd, std::string_view path);
 
+/// The target of the symlink `name` in `dir_fd`, whatever its length (readlinkat with a
+/// growing buffer). `path` only names the link in errors (`readlink <path>: <reason>`).
+/// Thread-safe.
+Result<std::string> read_link_at(int dir_fd, const char* name, std::string_view path);
+
 }  // namespace kiln

@@ -131,6 +131,8 @@ class TreeView {
       view->mount_ = std::move(mounted).value();
       return view;
     }
+    // copy_layers fills an existing directory.
+    if (auto made = make_dir(view->dir_); !made) return made.error();
     if (auto copied = sandbox::copy_layers(lowers, view->dir_); !copied) return copied.error();
     return view;
   }
@@ -334,7 +336,10 @@ Result<StageState> Build::run_stage(std::size_t index) {
 
 Result<StageState> Build::start_stage(std::size_t index, const planner::Stage& stage) {
   StageState state;
-  const VertexId vertex = options_.progress->start(vertex_name(stage, 0, stage.text));
+  // BuildKit names the FROM vertex by what it resolved: `FROM docker.io/library/x:1@sha256:…`.
+  std::string from = stage.text;
+  if (stage.base.kind == planner::StageBase::Kind::image) from = "FROM " + stage.base.reference->str();
+  const VertexId vertex = options_.progress->start(vertex_name(stage, 0, from));
   switch (stage.base.kind) {
     case planner::StageBase::Kind::scratch: {
       oci::ImageConfig empty;
@@ -662,6 +667,7 @@ Result<Layer> Build::execute(const planner::Stage& stage, const planner::Step& s
     return layer;
   }
   // No overlayfs: the step runs on a full copy, and the layer is the difference.
+  if (auto made = make_dir(merged.path()); !made) return made.error();
   if (auto copied = sandbox::copy_layers(lowers, merged.path()); !copied) return copied.error();
   sandbox::DirectoryRootfs rootfs{merged.path()};
   if (auto applied = apply_step(stage, step, state, copy, merged.path(), rootfs, vertex); !applied) {

@@ -94,23 +94,10 @@ timespec to_timespec(std::int64_t ns) {
   return ts;
 }
 
-Result<std::string> read_link(int dir_fd, const char* name, std::string_view shown_path) {
-  std::string target(256, '\0');
-  for (;;) {
-    const ssize_t length = ::readlinkat(dir_fd, name, target.data(), target.size());
-    if (length < 0) return sys_error("readlink", shown_path);
-    if (static_cast<std::size_t>(length) < target.size()) {
-      target.resize(static_cast<std::size_t>(length));
-      return target;
-    }
-    target.resize(target.size() * 2);
-  }
-}
-
 // The real path of an open descriptor (the kernel's name for it).
 Result<std::string> real_path_of(int fd) {
   const std::string link = "/proc/self/fd/" + std::to_string(fd);
-  return read_link(AT_FDCWD, link.c_str(), link);
+  return read_link_at(AT_FDCWD, link.c_str(), link);
 }
 
 // ---------------------------------------------------------------- the writer
@@ -166,7 +153,7 @@ class TreeWriter {
         return sys_error("lstat", shown(path));
       }
       if (!S_ISLNK(st.st_mode)) return path;
-      auto target = read_link(parent->get(), name.c_str(), shown(path));
+      auto target = read_link_at(parent->get(), name.c_str(), shown(path));
       if (!target) return target.error();
       if (!target->empty() && target->front() == '/') {
         path = clean(*target);
@@ -364,7 +351,7 @@ class TreeWriter {
   std::optional<Result<std::string>> dangling_link_target(int dir, const char* name, const std::string& path) {
     struct stat st {};
     if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISLNK(st.st_mode)) return std::nullopt;
-    auto target = read_link(dir, name, shown(path));
+    auto target = read_link_at(dir, name, shown(path));
     if (!target) return Result<std::string>(target.error());
     if (!target->empty() && target->front() == '/') return Result<std::string>(clean(*target));
     auto real_parent = relative_real_path(dir);

@@ -90,6 +90,16 @@ bool buildah_works() {
 // One buildah store for the whole run (base image pulled once), outside any overlay.
 class Buildah {
  public:
+  Buildah() = default;
+  Buildah(const Buildah&) = delete;
+  // buildah's overlay driver leaves its store mounted (the layers dir and the merged dirs
+  // of working containers): without this the scratch directory could not be removed.
+  ~Buildah() {
+    testing::run_command(command("rm --all") + " >/dev/null 2>&1");
+    testing::run_command("awk '{print $2}' /proc/self/mounts | grep '^" + dir_.path().string() +
+                         "/' | sort -r | xargs -r umount -l");
+  }
+
   std::string command(const std::string& args) const {
     return "buildah --root " + (dir_ / "root").string() + " --runroot " + (dir_ / "runroot").string() + " " + args;
   }

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Build speed: the same Dockerfiles built by `kiln build`, `buildah bud --layers` (runc,
+# overlay) and, when dockerd can run here, Docker BuildKit (`DOCKER_BUILDKIT=1 docker build`),
+# all FROM one busybox base image served by a local docker-registry (made offline: built
+# FROM scratch by kiln, pushed with `kiln push`). Cases:
+#   small      3 RUNs and a COPY of a small context: cold, cached, change
+#   files20k   COPY . /app of 20,000 small files, then a RUN: cold, cached, change
+#   write500m  a RUN writing 500 MB of random data: cold
+#   multistage two independent CPU-bound stages (sha256 of 400 MB each) + a final stage
+#              copying from both: cold
+# cold = a fresh store (kiln, buildah) / `docker builder prune -af` + every image removed,
+# page cache dropped, the base pulled from the registry; cached = the same build again;
+# change = one context file edited, then built. All tools run RUN with host networking
+# (kiln's default; `--network host` for the peers) so that no one pays for a network setup.
+# RUNS (default 3) rounds, tools interleaved; prints the median and best wall time of each
+# tool and case, and the ratios peer/kiln of the medians (below 1: the peer is faster).
+#   bench/build_bench.sh [KILN_BINARY_OR_BUILD_DIR] [RUNS]
+# Docker: uses /usr/sbin/dockerd if installed (installs docker.io with apt-get otherwise, or
+# leaves Docker out with KILN_BENCH_NO_DOCKER=1) and runs a private containerd + dockerd
+# (own sockets, data roots, no bridge) for the benchmark's duration only.
+set -euo pipefail
+kiln_arg=${1:-build}
+runs=${2:-3}
+if [[ -d $kiln_arg ]]; then kiln=$(realpath "$kiln_arg/kiln"); else kiln=$(realpath "$kiln_arg"); fi
+work=$(mktemp -d /var/tmp/kiln-build-bench-XXXXXX)
+registry_pid= containerd_pid= dockerd_pid=
+have_docker=0
+
+stop_pid() {  # stops one process this script started, and waits for it
+  [[ -n ${1:-} ]] || return 0
+  kill "$1" 2>/dev/null || true
+  local waited=0
+  while kill -0 "$1" 2>/dev/null && ((waited < 100)); do sleep 0.1; ((waited += 1)); done
+  kill -9 "$1" 2>/dev/null || true
+}
+cleanup() {
+  if ((have_docker)); then
+    docker_cmd image ls -aq 2>/dev/null | xargs -r /usr/bin/docker -H "unix://$work/docker.sock" rmi -f >/dev/null 2>&1 || true
+  fi
+  stop_pid "$dockerd_pid"
+  stop_pid "$containerd_pid"
+  stop_pid "$registry_pid"
+  reset_buildah 2>/dev/null || true
+  # dockerd and buildah leave overlay and shm mounts below their roots.
+  grep -o " $work[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+source "$(dirname "$0")/common.sh"
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# --- the tools -------------------------------------------------------------------------------
+
+kiln_cmd() { "$kiln" --root "$work/kiln" "$@"; }
+reset_kiln() { rm -rf "$work/kiln"; }
+build_kiln() {  # CASE_DIR
+  kiln_cmd build --progress plain --insecure-registry "127.0.0.1:$port" \
+    --build-arg "BASE=$base_ref" -t "bench/$(basename "$1"):1" "$1"
+}
+
+buildah_cmd() { buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver overlay "$@"; }
+reset_buildah() {
+  if [[ -d $work/buildah ]]; then
+    buildah_cmd rm --all >/dev/null 2>&1 || true
+    buildah_cmd rmi --all --force >/dev/null 2>&1 || true
+    grep -o " $work/buildah[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  fi
+  rm -rf "$work/buildah" "$work/buildah-run"
+}
+build_buildah() {  # CASE_DIR
+  buildah_cmd bud --runtime runc --layers --tls-verify=false --network host \
+    --build-arg "BASE=$base_ref" -t "bench/$(basename "$1"):1" -f "$1/Dockerfile" "$1"
+}
+
+# Debian's client: another `docker` earlier in PATH may lack BuildKit support (PEERS.md).
+docker_cmd() { /usr/bin/docker -H "unix://$work/docker.sock" "$@"; }
+reset_docker() {
+  docker_cmd builder prune -af >/dev/null
+  docker_cmd image ls -aq | xargs -r /usr/bin/docker -H "unix://$work/docker.sock" rmi -f >/dev/null
+}
+build_docker() {  # CASE_DIR
+  DOCKER_BUILDKIT=1 docker_cmd build --progress plain --network host \
+    --build-arg "BASE=$base_ref" -t "bench/$(basename "$1"):1" "$1"
+}
+
+# A private containerd + dockerd: nothing shared with a system or another helper's daemon.
+start_docker() {
+  if [[ ${KILN_BENCH_NO_DOCKER:-0} == 1 ]]; then return 1; fi
+  if [[ ! -x /usr/sbin/dockerd ]]; then
+    echo "installing docker.io (apt-get) ..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >"$work/apt.log" 2>&1 ||
+      { echo "apt-get install docker.io failed: Docker left out" >&2; return 1; }
+  fi
+  mkdir -p "$work/containerd"
+  printf 'version = 2\n' > "$work/containerd/config.toml"
+  setsid containerd --config "$work/containerd/config.toml" --address "$work/containerd/c.sock" \
+    --root "$work/containerd/root" --state "$work/containerd/state" >"$work/containerd.log" 2>&1 &
+  containerd_pid=$!
+  setsid /usr/sbin/dockerd --containerd "$work/containerd/c.sock" --data-root "$work/docker" \
+    --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" -H "unix://$work/docker.sock" \
+    --bridge none --iptables=false --ip-masq=false >"$work/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  local waited=0
+  until docker_cmd info >/dev/null 2>&1; do
+    sleep 0.2; ((waited += 1))
+    if ((waited > 300)) || ! kill -0 "$dockerd_pid" 2>/dev/null; then
+      echo "dockerd did not start, Docker left out: $(tail -3 "$work/dockerd.log")" >&2
+      return 1
+    fi
+  done
+}
+
+# --- the cases -------------------------------------------------------------------------------
+
+make_cases() {
+  local c=$work/cases
+  mkdir -p "$c/small" "$c/files20k" "$c/write500m" "$c/multistage"
+
+  cat > "$c/small/Dockerfile" <<'EOF'
+ARG BASE
+FROM $BASE
+RUN mkdir -p /app && echo prepared > /app/prepared
+COPY . /app/
+RUN cat /app/*.txt | wc -c > /app/size
+RUN ls -la /app > /app/listing
+EOF
+  for f in a b c d e; do echo "file $f" > "$c/small/$f.txt"; done
+
+  cat > "$c/files20k/Dockerfile" <<'EOF'
+ARG BASE
+FROM $BASE
+COPY . /app
+RUN find /app -type f | wc -l > /count
+EOF
+  local dir file
+  for ((dir = 0; dir < 200; dir++)); do
+    mkdir "$c/files20k/d$dir"
+    for ((file = 0; file < 100; file++)); do echo "dir $dir file $file" > "$c/files20k/d$dir/f$file.txt"; done
+  done
+
+  cat > "$c/write500m/Dockerfile" <<'EOF'
+ARG BASE
+FROM $BASE
+RUN dd if=/dev/urandom of=/big.bin bs=1M count=500 2>/dev/null
+EOF
+
+  # busybox sha256sum: ~200 MB/s here, so each stage computes for about 2 s.
+  cat > "$c/multistage/Dockerfile" <<'EOF'
+ARG BASE
+FROM $BASE AS left
+RUN dd if=/dev/zero bs=1M count=400 2>/dev/null | sha256sum > /left.sum
+FROM $BASE AS right
+RUN dd if=/dev/zero bs=1M count=400 2>/dev/null | sha256sum > /right.sum
+FROM $BASE
+COPY --from=left /left.sum /
+COPY --from=right /right.sum /
+EOF
+}
+
+# The file a `change` build edits, per case (the cases without one have no change build).
+change_file() {
+  case $1 in
+    small) echo "$work/cases/small/c.txt" ;;
+    files20k) echo "$work/cases/files20k/d123/f45.txt" ;;
+  esac
+}
+
+# --- the base image --------------------------------------------------------------------------
+
+make_base() {
+  local ctx=$work/base
+  mkdir -p "$ctx"
+  cp /bin/busybox "$ctx/busybox"
+  cat > "$ctx/Dockerfile" <<'EOF'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN ["/bin/sh", "-c", "mkdir -p /etc /tmp /root && chmod 1777 /tmp && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd && echo 'root:x:0:' > /etc/group"]
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+CMD ["sh"]
+EOF
+  base_ref=127.0.0.1:$port/bench/busybox:1
+  time_it "$kiln" --root "$work/base-store" build --progress quiet -t "$base_ref" "$ctx" >/dev/null
+  time_it "$kiln" --root "$work/base-store" push --insecure-registry "127.0.0.1:$port" "$base_ref" >/dev/null
+  rm -rf "$work/base-store"
+}
+
+# --- the run ---------------------------------------------------------------------------------
+
+start_registry
+make_base
+make_cases
+tools=(kiln buildah)
+if start_docker; then have_docker=1; tools+=(docker); fi
+cases=(small files20k write500m multistage)
+
+declare -A times  # "tool case kind" -> space-separated seconds
+for ((run = 1; run <= runs; run++)); do
+  for case_name in "${cases[@]}"; do
+    dir=$work/cases/$case_name
+    for tool in "${tools[@]}"; do
+      "reset_$tool"
+      drop_caches
+      seconds=$(time_it "build_$tool" "$dir")
+      times[$tool $case_name cold]+="$seconds "
+      progress="$tool cold $seconds"
+      if [[ -n $(change_file "$case_name") ]]; then
+        seconds=$(time_it "build_$tool" "$dir")
+        times[$tool $case_name cached]+="$seconds "
+        progress+=" cached $seconds"
+        echo "changed by $tool in run $run" >> "$(change_file "$case_name")"
+        seconds=$(time_it "build_$tool" "$dir")
+        times[$tool $case_name change]+="$seconds "
+        progress+=" change $seconds"
+      fi
+      echo "run $run, $case_name: $progress" >&2
+    done
+  done
+done
+
+median() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{v[NR]=$1} END{printf "%.2f", (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
+best() { tr ' ' '\n' | sed '/^$/d' | sort -n | head -1; }
+
+echo
+echo "kiln build against peers: $runs runs, $(nproc) cores, $(awk '/MemTotal/{printf "%d GB", $2/1048576}' /proc/meminfo);" \
+  "seconds: median (best); ratio = peer median / kiln median (below 1: the peer is faster)"
+header="| case | kind | kiln |"
+rule="|---|---|---|"
+for tool in "${tools[@]:1}"; do header+=" $tool | $tool/kiln |"; rule+="---|---|"; done
+echo "$header"
+echo "$rule"
+for case_name in "${cases[@]}"; do
+  for kind in cold cached change; do
+    [[ -n ${times[kiln $case_name $kind]:-} ]] || continue
+    kiln_median=$(median <<< "${times[kiln $case_name $kind]}")
+    line="| $case_name | $kind | $kiln_median ($(best <<< "${times[kiln $case_name $kind]}")) |"
+    for tool in "${tools[@]:1}"; do
+      peer_median=$(median <<< "${times[$tool $case_name $kind]}")
+      line+=" $peer_median ($(best <<< "${times[$tool $case_name $kind]}")) |"
+      line+=" $(awk "BEGIN{printf \"%.2f\", $peer_median / $kiln_median}") |"
+    done
+    echo "$line"
+  done
+done
+if ((!have_docker)); then echo "(Docker BuildKit left out: dockerd could not run)"; fi
