@@ -85,7 +85,7 @@ class ExecutorTest : public ::testing::Test {
   // The files of a layer blob: "path mode uid:gid" per entry, whiteouts as they are named.
   std::vector<std::string> layer_entries(const oci::Descriptor& layer) {
     std::vector<std::string> out;
-    auto listed = testing::run_command("tar -tvzf " + store_->blob_path(layer.digest).string() +
+    auto listed = testing::run_command("tar -tvf " + store_->blob_path(layer.digest).string() +
                                        " --numeric-owner 2>&1 | awk '{print $1, $2, $6}'");
     std::string line;
     std::istringstream lines(listed.output);
