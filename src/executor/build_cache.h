@@ -19,18 +19,10 @@
 #include "cache/store.h"
 #include "common/digest.h"
 #include "common/result.h"
+#include "executor/executor.h"
 #include "oci/descriptor.h"
 
 namespace kiln::executor {
-
-/// A layer a step made earlier.
-struct CachedLayer {
-  Digest diff_id;
-  oci::Descriptor blob;  // the stored layer blob (media type, digest, size)
-  /// RFC 3339 time the layer was made: its history entry's `created`, so that a cached
-  /// rebuild gives the same image config, and so the same image digest.
-  std::string created;
-};
 
 /// What one build saw at one step slot.
 struct SlotRecord {

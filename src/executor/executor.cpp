@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <variant>
 
@@ -41,7 +42,11 @@ namespace {
 struct Layer {
   Digest diff_id = Digest::sha256_of("");
   oci::Descriptor blob;
-  fs::path snapshot;  // its extracted directory (an overlay lower dir)
+  fs::path snapshot;  // its extracted directory (an overlay lower dir); empty until fetched
+                      // when the layer is a remote cache hit
+  std::string key;    // the cache key of the step that made it; empty for a base image's
+  RemoteCache* remote = nullptr;  // where to fetch it from while `snapshot` is empty
+  std::string created;            // its history time
 };
 
 // Where a stage stands: after its base, then after each step.
@@ -52,7 +57,13 @@ struct StageState {
   std::string base;           // what the stage starts from, for --explain-cache
   std::string created;        // when its newest layer was made (history times)
   bool first_layer_step = true;
+  std::vector<CacheEntry> entries;  // this stage's own layer steps, for --cache-to
 };
+
+// Layer `i` of an image the build reads (checked by Build::image() to exist).
+Layer image_layer(const SourceImage& image, std::size_t i) {
+  return Layer{image.config.rootfs.diff_ids[i], image.layers[i], image.snapshots[i], {}, nullptr, {}};
+}
 
 // The overlay lower dirs of `layers`: top-most first.
 std::vector<fs::path> lower_dirs_of(const std::vector<Layer>& layers) {
@@ -196,6 +207,11 @@ struct CopyPlan {
   std::vector<std::unique_ptr<TreeView>> views;                   // --from trees
   std::vector<std::unique_ptr<Scratch>> scratch;                  // fetched files
   std::size_t source_count = 0;
+  /// COPY --from: the stage or image read, opened (open_from_tree) only on a miss: a hit
+  /// needs nothing of it, not even its layers fetched.
+  const planner::StepInput* from = nullptr;
+  std::vector<std::string> from_sources;
+  std::unique_ptr<ExcludeFilter> exclude;  // --exclude; null: none
 };
 
 class Build {
@@ -213,6 +229,9 @@ class Build {
   Result<void> run_layer_step(const planner::Stage& stage, std::size_t stage_index, std::size_t step_index,
                               StageState& state);
 
+  // Remote cache hits are fetched (blob, snapshot) only when their files are needed.
+  Result<void> materialize(std::vector<Layer>& layers);
+
   // Inputs.
   Result<SourceImage> image(const oci::Reference& reference, const oci::Platform& platform);
   Result<std::vector<Layer>> layers_of_input(const planner::StepInput& input, const oci::Platform& platform);
@@ -221,6 +240,7 @@ class Build {
                                    std::map<std::string, std::string>* files);
   Result<void> plan_copy(const planner::Stage& stage, const planner::Step& step, CopyPlan& plan,
                          std::vector<std::string>& identities, std::map<std::string, std::string>& files);
+  Result<void> open_from_tree(const planner::Stage& stage, CopyPlan& plan);
 
   // Execution of a miss: the new layer on top of `state`.
   Result<Layer> execute(const planner::Stage& stage, const planner::Step& step, const StageState& state,
@@ -257,6 +277,7 @@ Result<BuildResult> Build::run() {
   if (failure_) return *failure_;
 
   StageState& target = *results_[graph_.target];
+  if (auto fetched = materialize(target.layers); !fetched) return fetched.error();
   apply_labels(target.config.config, options_.labels);
   BuildResult result;
   result.config = target.config;
@@ -284,6 +305,15 @@ Result<BuildResult> Build::run() {
   result.manifest_digest = *manifest_digest;
   result.config_digest = *config_digest;
   result.manifest = std::move(manifest);
+  std::set<std::string> in_image, listed;
+  for (const Layer& layer : target.layers) in_image.insert(layer.key);
+  for (const auto& stage : results_) {
+    for (CacheEntry entry : stage->entries) {
+      if (!listed.insert(entry.key).second) continue;
+      entry.in_image = in_image.count(entry.key) != 0;
+      result.cache_entries.push_back(std::move(entry));
+    }
+  }
   result.stats.steps_cached = steps_cached_;
   result.stats.steps_run = steps_run_;
   return result;
@@ -357,7 +387,7 @@ Result<StageState> Build::start_stage(std::size_t index, const planner::Stage& s
       }
       state.config = start_stage_config(base->config, stage);
       for (std::size_t i = 0; i < base->layers.size(); ++i) {
-        state.layers.push_back(Layer{base->config.rootfs.diff_ids.at(i), base->layers[i], base->snapshots.at(i)});
+        state.layers.push_back(image_layer(*base, i));
       }
       state.key = planner::base_key(stage, base->manifest_digest.str()).str();
       state.base = base->manifest_digest.str();
@@ -379,6 +409,22 @@ Result<StageState> Build::start_stage(std::size_t index, const planner::Stage& s
   return state;
 }
 
+Result<void> Build::materialize(std::vector<Layer>& layers) {
+  for (Layer& layer : layers) {
+    if (!layer.snapshot.empty()) continue;
+    if (auto fetched = layer.remote->fetch(layer.blob); !fetched) return fetched.error();
+    auto snapshot = options_.store->snapshot(layer.diff_id, layer.blob.digest);
+    if (!snapshot) return snapshot.error();
+    layer.snapshot = *snapshot;
+    // Now local: the next build finds it without the remote cache.
+    if (auto recorded = cache_.record(Digest::parse(layer.key).value(), CachedLayer{layer.diff_id, layer.blob, layer.created});
+        !recorded) {
+      return recorded.error();
+    }
+  }
+  return {};
+}
+
 Result<SourceImage> Build::image(const oci::Reference& reference, const oci::Platform& platform) {
   const std::string id = reference.str() + " " + platform.str();
   {
@@ -397,14 +443,19 @@ Result<SourceImage> Build::image(const oci::Reference& reference, const oci::Pla
 
 Result<std::vector<Layer>> Build::layers_of_input(const planner::StepInput& input, const oci::Platform& platform) {
   if (input.kind == planner::StepInput::Kind::stage) {
-    std::lock_guard lock(mutex_);
-    return results_[input.stage]->layers;
+    std::vector<Layer> layers;
+    {
+      std::lock_guard lock(mutex_);
+      layers = results_[input.stage]->layers;
+    }
+    if (auto fetched = materialize(layers); !fetched) return fetched.error();
+    return layers;
   }
   auto source = image(*input.reference, platform);
   if (!source) return source.error();
   std::vector<Layer> layers;
   for (std::size_t i = 0; i < source->layers.size(); ++i) {
-    layers.push_back(Layer{source->config.rootfs.diff_ids[i], source->layers[i], source->snapshots[i]});
+    layers.push_back(image_layer(*source, i));
   }
   return layers;
 }
@@ -470,9 +521,10 @@ Result<void> Build::plan_copy(const planner::Stage& stage, const planner::Step& 
   plan.source_count = sources->paths.size() + sources->inline_sources.size();
   auto exclude = exclude_filter(excludes);
   if (!exclude) return exclude.error();
+  plan.exclude = std::move(exclude).value();
   cache::SelectOptions select;
   select.ignore = options_.ignore;
-  select.exclude = exclude->get();
+  select.exclude = plan.exclude.get();
 
   const planner::StepInput& input = step.inputs.at(0);
   if (input.kind != planner::StepInput::Kind::context) {
@@ -480,21 +532,8 @@ Result<void> Build::plan_copy(const planner::Stage& stage, const planner::Step& 
     auto identity = identity_of(input, stage.platform);
     if (!identity) return identity.error();
     identities.push_back(*identity);
-    auto layers = layers_of_input(input, stage.platform);
-    if (!layers) return layers.error();
-    auto view = TreeView::open(*options_.store, *layers);
-    if (!view) return view.error();
-    auto tree = cache::BuildContext::open((*view)->dir());
-    if (!tree) return tree.error();
-    plan.views.push_back(std::move(view).value());
-    plan.owned_trees.push_back(std::make_unique<cache::BuildContext>(std::move(tree).value()));
-    CopyPlan::Group group{plan.owned_trees.back().get(), sources->paths, {}, true, false};
-    select.ignore = nullptr;  // .dockerignore is about the context only
-    select.links_in_root = true;
-    auto matches = group.tree->select(group.sources, select);
-    if (!matches) return matches.error();
-    group.matches = std::move(matches).value();
-    plan.groups.push_back(std::move(group));
+    plan.from = &input;
+    plan.from_sources = sources->paths;
     return {};
   }
 
@@ -544,6 +583,27 @@ Result<void> Build::plan_copy(const planner::Stage& stage, const planner::Step& 
   }
   for (const auto& remote : remote_identities) identity += (identity.empty() ? "" : "+") + remote;
   identities.push_back(identity);
+  return {};
+}
+
+Result<void> Build::open_from_tree(const planner::Stage& stage, CopyPlan& plan) {
+  if (plan.from == nullptr) return {};
+  auto layers = layers_of_input(*plan.from, stage.platform);
+  if (!layers) return layers.error();
+  auto view = TreeView::open(*options_.store, *layers);
+  if (!view) return view.error();
+  auto tree = cache::BuildContext::open((*view)->dir());
+  if (!tree) return tree.error();
+  plan.views.push_back(std::move(view).value());
+  plan.owned_trees.push_back(std::make_unique<cache::BuildContext>(std::move(tree).value()));
+  CopyPlan::Group group{plan.owned_trees.back().get(), plan.from_sources, {}, true, false};
+  cache::SelectOptions select;  // .dockerignore is about the context only
+  select.exclude = plan.exclude.get();
+  select.links_in_root = true;
+  auto matches = group.tree->select(group.sources, select);
+  if (!matches) return matches.error();
+  group.matches = std::move(matches).value();
+  plan.groups.push_back(std::move(group));
   return {};
 }
 
@@ -601,7 +661,17 @@ Result<void> Build::run_layer_step(const planner::Stage& stage, std::size_t stag
   if (hit) {
     auto snapshot = options_.store->snapshot(hit->diff_id, hit->blob.digest);
     if (!snapshot) return fail(snapshot.error());
-    layer = Layer{hit->diff_id, hit->blob, *snapshot};
+    layer = Layer{hit->diff_id, hit->blob, *snapshot, key.str(), nullptr, hit->created};
+  } else if (lookups) {
+    for (RemoteCache* remote : options_.remote_caches) {
+      if (auto found = remote->lookup(key)) {
+        hit = *found;
+        layer = Layer{hit->diff_id, hit->blob, {}, key.str(), remote, hit->created};
+        break;
+      }
+    }
+  }
+  if (hit) {
     state.created = hit->created;
     steps_cached_++;
     options_.progress->cached(vertex);
@@ -614,10 +684,14 @@ Result<void> Build::run_layer_step(const planner::Stage& stage, std::size_t stag
       }
       options_.progress->log(vertex, "cache miss: " + why + "\n", Stream::stderr_);
     }
+    if (auto fetched = materialize(state.layers); !fetched) return fail(fetched.error());
+    if (auto opened = open_from_tree(stage, copy); !opened) return fail(opened.error());
     auto made = execute(stage, step, state, copy, vertex);
     if (!made) return fail(made.error());
     layer = std::move(made).value();
     state.created = now_rfc3339(options_);
+    layer.key = key.str();
+    layer.created = state.created;
     if (auto recorded = cache_.record(key, CachedLayer{layer.diff_id, layer.blob, state.created}); !recorded) {
       return fail(recorded.error());
     }
@@ -627,6 +701,7 @@ Result<void> Build::run_layer_step(const planner::Stage& stage, std::size_t stag
   if (auto remembered = cache_.remember(slot, seen); !remembered) {
     spdlog::warn("--explain-cache record: {}", remembered.error().message);
   }
+  state.entries.push_back(CacheEntry{key.str(), CachedLayer{layer.diff_id, layer.blob, layer.created}, false});
   state.layers.push_back(std::move(layer));
   state.key = key.str();
   state.first_layer_step = false;
@@ -818,7 +893,7 @@ Result<Layer> Build::commit_layer(const fs::path& tree, const std::vector<fs::pa
   auto snapshot = overlay ? store.adopt_snapshot(tree, info->diff_id, info->digest)
                           : store.snapshot(info->diff_id, info->digest);
   if (!snapshot) return snapshot.error();
-  return Layer{info->diff_id, blob, *snapshot};
+  return Layer{info->diff_id, blob, *snapshot, {}, nullptr, {}};
 }
 
 std::string Build::vertex_name(const planner::Stage& stage, std::size_t position, const std::string& text) const {

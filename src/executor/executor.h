@@ -62,6 +62,28 @@ class ImageSource {
   virtual Result<SourceImage> get(const oci::Reference& reference, const oci::Platform& platform) = 0;
 };
 
+/// A layer some step made earlier, under its cache key.
+struct CachedLayer {
+  Digest diff_id = Digest::sha256_of("");
+  oci::Descriptor blob;  // the layer blob (media type, digest, size)
+  /// RFC 3339 time the layer was made: its history entry's `created`, so that a cached
+  /// rebuild gives the same image config, and so the same image digest.
+  std::string created;
+};
+
+/// A build cache kept elsewhere (`--cache-from`, a registry), consulted when the local cache
+/// misses. Its layers are fetched only when the build needs their files: a step below a
+/// miss, a stage another stage copies from, or the final image.
+class RemoteCache {
+ public:
+  virtual ~RemoteCache() = default;
+  /// The layer recorded under `key`, if any. Cheap: the index was read up front.
+  /// Thread-safe.
+  virtual std::optional<CachedLayer> lookup(const Digest& key) = 0;
+  /// Makes the blob `layer` present in the build's store (a download). Thread-safe.
+  virtual Result<void> fetch(const oci::Descriptor& layer) = 0;
+};
+
 /// `--secret id=ID,src=FILE` or `--secret id=ID,env=VAR` (the value read by the CLI).
 struct Secret {
   std::string id;
@@ -99,12 +121,21 @@ struct BuildOptions {
   /// (push converts once and remembers the variant), so local builds never wait for it.
   cache::LayerCompression compression = cache::LayerCompression::none;
   std::optional<std::int64_t> source_date_epoch;  // SOURCE_DATE_EPOCH: clamps layer mtimes
+  /// `--cache-from`: consulted in order after the local cache (not with --no-cache).
+  std::vector<RemoteCache*> remote_caches;
 };
 
 /// What one build did, for the CLI's summary and the tests.
 struct BuildStats {
   int steps_cached = 0;  // layer steps whose layer came from the cache
   int steps_run = 0;     // layer steps executed
+};
+
+/// A layer step of the build as `--cache-to` exports it.
+struct CacheEntry {
+  std::string key;  // the step's cache key
+  CachedLayer layer;
+  bool in_image = false;  // the layer is one of the final image's (mode=min exports only these)
 };
 
 struct BuildResult {
@@ -114,6 +145,10 @@ struct BuildResult {
   oci::ImageConfig config;
   std::vector<std::filesystem::path> snapshots;  // the image's layers extracted, bottom first
   BuildStats stats;
+  /// Every layer step of every stage built, hit or run, in stage then step order, each key
+  /// once; its layer blob is in the store when in_image is set (other layers of a remote
+  /// hit may not have been fetched: a cache export skips those it cannot read).
+  std::vector<CacheEntry> cache_entries;
 };
 
 /// Builds `graph` (see the top of this file). The image is stored (manifest, config and

@@ -10,6 +10,7 @@
 
 #include <fstream>
 #include <mutex>
+#include <set>
 
 #include "cache/layer_reader.h"
 #include "executor/build_cache.h"
@@ -61,7 +62,8 @@ class ExecutorTest : public ::testing::Test {
 
   // Plans and builds `dockerfile` with the test's context; the progress text goes to `log`.
   Result<BuildResult> build(const std::string& dockerfile, std::string* log = nullptr, bool explain = false,
-                            std::map<std::string, std::string> build_args = {}) {
+                            std::map<std::string, std::string> build_args = {},
+                            std::vector<RemoteCache*> remotes = {}) {
     auto parsed = parser::parse(dockerfile);
     if (!parsed) return parsed.error();
     planner::PlanOptions plan_options;
@@ -76,6 +78,7 @@ class ExecutorTest : public ::testing::Test {
     options.context = &*context;
     options.progress = progress.progress.get();
     options.explain_cache = explain;
+    options.remote_caches = std::move(remotes);
     auto result = executor::build(*graph, options);
     progress.progress->finish();
     if (log != nullptr) *log = progress.text;
@@ -220,6 +223,69 @@ TEST_F(ExecutorTest, FailingRunNamesTheLineAndTheExitCode) {
     if (entry.path().extension() != ".lock") ++leftovers;
   }
   EXPECT_EQ(leftovers, 0u);
+}
+
+// A remote cache over another store's build: what --cache-from gives the executor, minus
+// the registry. Counts the layers fetched.
+class StoreRemoteCache : public RemoteCache {
+ public:
+  StoreRemoteCache(cache::Store& from, cache::Store& to, const std::vector<CacheEntry>& entries)
+      : from_(from), to_(to) {
+    for (const auto& entry : entries) layers_[entry.key] = entry.layer;
+  }
+  std::optional<CachedLayer> lookup(const Digest& key) override {
+    auto it = layers_.find(key.str());
+    if (it == layers_.end()) return std::nullopt;
+    return it->second;
+  }
+  Result<void> fetch(const oci::Descriptor& layer) override {
+    std::lock_guard lock(mutex_);
+    fetched.insert(layer.digest.str());
+    auto bytes = testing::read_file(from_.blob_path(layer.digest));
+    auto writer = to_.begin_blob(layer.digest, bytes.size());
+    if (!writer) return writer.error();
+    if (auto written = writer->write(bytes.data(), bytes.size()); !written) return written.error();
+    if (auto committed = writer->commit(); !committed) return committed.error();
+    return {};
+  }
+  std::set<std::string> fetched;
+
+ private:
+  cache::Store& from_;
+  cache::Store& to_;
+  std::map<std::string, CachedLayer> layers_;
+  std::mutex mutex_;
+};
+
+TEST_F(ExecutorTest, RemoteCacheHitsEverythingAndFetchesOnlyWhatTheImageNeeds) {
+  write_file(context_dir_ / "a.txt", "a\n");
+  const std::string dockerfile = "FROM scratch AS tools\n" + std::string(kBusyboxBase).substr(13) +
+                                 "RUN mkdir -p /out\nCOPY a.txt /a.txt\n"
+                                 "FROM tools AS builder\nRUN cp /a.txt /built\n"
+                                 "FROM scratch\nCOPY --from=builder /built /built\n";
+  auto first = build(dockerfile);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(first->stats.steps_run, 6);
+
+  // A fresh store (another machine), the same context: every step hits the remote cache,
+  // nothing runs, and only the final image's one layer is downloaded.
+  TempDir other_dir{"/var/tmp"};
+  auto other = cache::Store::open(other_dir.path());
+  ASSERT_TRUE(other);
+  std::swap(*store_, *other);  // the build uses store_: now the fresh one
+  StoreRemoteCache remote(*other, *store_, first->cache_entries);
+  std::string log;
+  auto second = build(dockerfile, &log, false, {}, {&remote});
+  std::swap(*store_, *other);
+  ASSERT_TRUE(second) << second.error().message << log;
+  EXPECT_EQ(second->stats.steps_run, 0);
+  EXPECT_EQ(second->stats.steps_cached, 6);
+  EXPECT_EQ(second->manifest_digest, first->manifest_digest);
+  EXPECT_EQ(remote.fetched, (std::set<std::string>{first->manifest.layers.at(0).digest.str()}));
+  int in_image = 0;
+  for (const auto& entry : first->cache_entries) in_image += entry.in_image ? 1 : 0;
+  EXPECT_EQ(first->cache_entries.size(), 6u);
+  EXPECT_EQ(in_image, 1);
 }
 
 TEST(ImageConfigTest, EntrypointResetsAnInheritedCmdAndEnvReplacesInPlace) {
