@@ -36,6 +36,7 @@
 #include "cache/context.h"
 #include "cache/store.h"
 #include "cli/commands.h"
+#include "cli/remote_cache.h"
 #include "cli/stored_images.h"
 #include "common/fd.h"
 #include "executor/executor.h"
@@ -79,6 +80,8 @@ struct BuildArgs {
   std::vector<std::string> insecure_registries;
   std::vector<std::string> outputs;
   bool push = false;
+  std::vector<std::string> cache_from;  // --cache-from: type=registry,ref=... (or a bare ref)
+  std::vector<std::string> cache_to;    // --cache-to: type=registry,ref=...[,mode=min|max]
 };
 
 // ---- option values ------------------------------------------------------------------------
@@ -842,6 +845,8 @@ struct BuildPlanInputs {
   std::vector<executor::SshAgent> ssh_agents;
   std::vector<OutputSpec> outputs;
   executor::ProgressMode progress_mode = executor::ProgressMode::auto_;
+  std::vector<CacheSpec> cache_from;
+  std::vector<CacheSpec> cache_to;
 };
 
 Result<BuildPlanInputs> check_flags(const BuildArgs& args) {
@@ -881,6 +886,16 @@ Result<BuildPlanInputs> check_flags(const BuildArgs& args) {
   if (!mode) return mode.error();
   inputs.progress_mode = args.quiet ? executor::ProgressMode::quiet : *mode;
   if (args.jobs < 0) return Error{"--jobs must be at least 1"};
+  for (const std::string& text : args.cache_from) {
+    auto spec = parse_cache_spec(text, /*export_side=*/false);
+    if (!spec) return spec.error();
+    inputs.cache_from.push_back(std::move(spec).value());
+  }
+  for (const std::string& text : args.cache_to) {
+    auto spec = parse_cache_spec(text, /*export_side=*/true);
+    if (!spec) return spec.error();
+    inputs.cache_to.push_back(std::move(spec).value());
+  }
   return inputs;
 }
 
@@ -984,6 +999,22 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   options.ssh_agents = flags->ssh_agents;
   options.labels = flags->labels;
   options.source_date_epoch = source_date_epoch(flags->build_args);
+  push::PushOptions cache_options;
+  cache_options.registry.insecure_registries = args.insecure_registries;
+  std::vector<std::unique_ptr<executor::RemoteCache>> remote_caches;
+  for (const CacheSpec& spec : flags->cache_from) {
+    const executor::VertexId vertex = progress.start("[internal] importing cache manifest from " + spec.ref.str());
+    auto opened = open_registry_cache(spec, *store, cache_options);
+    if (!opened) {
+      // BuildKit goes on without a cache it cannot read; so does kiln, and says why.
+      progress.log(vertex, opened.error().message + "\n", executor::Stream::stderr_);
+      progress.done(vertex);
+      continue;
+    }
+    remote_caches.push_back(std::move(opened).value());
+    options.remote_caches.push_back(remote_caches.back().get());
+    progress.done(vertex);
+  }
   auto result = executor::build(*graph, options);
   if (!result) return build_failed(progress, result.error().message);
 
@@ -991,6 +1022,14 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   exporter.push_options.registry.insecure_registries = args.insecure_registries;
   for (const OutputSpec& output : flags->outputs) {
     if (auto exported = exporter.run(output); !exported) return build_failed(progress, exported.error().message);
+  }
+  for (const CacheSpec& spec : flags->cache_to) {
+    const executor::VertexId vertex = progress.start("exporting cache to " + spec.ref.str());
+    if (auto exported = export_registry_cache(spec, *store, *result, cache_options); !exported) {
+      progress.error(vertex, exported.error().message);
+      return build_failed(progress, exported.error().message);
+    }
+    progress.done(vertex);
   }
   progress.finish();
   for (const std::string& warning : warnings) print_warning(warning);
@@ -1043,6 +1082,12 @@ Command add_build_command(CLI::App& app, const GlobalOptions& global) {
   build->add_option("-o,--output", args->outputs,
                     "Output: type=image[,name=N][,push=true], type=oci|docker,dest=FILE, type=local,dest=DIR, "
                     "type=tar,dest=FILE, or DIR")
+      ->allow_extra_args(false);
+  build->add_option("--cache-from", args->cache_from,
+                    "Read build cache from a registry: type=registry,ref=REF (or just REF); repeatable")
+      ->allow_extra_args(false);
+  build->add_option("--cache-to", args->cache_to,
+                    "Export the build cache to a registry: type=registry,ref=REF[,mode=min|max]")
       ->allow_extra_args(false);
   build->add_flag("--push", args->push, "Push the image to its registry (--output type=image,push=true)");
   return {build, [&global, args] { return run_build(global, *args); }, 1, true};

@@ -1,0 +1,181 @@
+// A build cache shared through a registry (`--cache-to` / `--cache-from type=registry`): a
+// build on one machine exports it, a build on a fresh machine (another store, the context
+// at another path with other mtimes) imports it. Real docker-registry, real kiln.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <utime.h>
+
+#include <fstream>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "fixtures.h"
+
+namespace kiln::e2e {
+namespace {
+
+using json = nlohmann::json;
+
+const std::string kNoCredentials = "DOCKER_CONFIG=/nonexistent/kiln-e2e";
+
+// Two stages: `deps` (a RUN that must not rerun on another machine) and the final stage
+// that copies from it and from the context.
+const std::string kDockerfile = R"(FROM {BASE} AS deps
+RUN echo compiled > /deps.txt
+COPY lib.txt /lib.txt
+RUN cat /deps.txt /lib.txt > /deps-and-lib.txt
+
+FROM {BASE}
+COPY --from=deps /deps-and-lib.txt /opt/
+COPY app.txt /opt/app.txt
+RUN cat /opt/deps-and-lib.txt /opt/app.txt > /opt/all.txt
+CMD ["cat", "/opt/all.txt"]
+)";
+
+class BuildCacheE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = registry_.address() + "/test/busybox:1";
+    push_image(base_rootfs(), "docker://" + base_);
+    cache_ref_ = registry_.address() + "/team/app:buildcache";
+  }
+
+  // Writes the context into `dir`, every file with mtime `mtime`.
+  void write_context(const fs::path& dir, const std::string& app, std::time_t mtime) {
+    std::string dockerfile = kDockerfile;
+    for (auto at = dockerfile.find("{BASE}"); at != std::string::npos; at = dockerfile.find("{BASE}")) {
+      dockerfile.replace(at, 6, base_);
+    }
+    const std::map<std::string, std::string> files = {
+        {"Dockerfile", dockerfile}, {"lib.txt", "lib\n"}, {"app.txt", app}};
+    for (const auto& [name, text] : files) {
+      std::ofstream(dir / name, std::ios::binary) << text;
+      const utimbuf times{mtime, mtime};
+      ASSERT_EQ(::utime((dir / name).c_str(), &times), 0);
+    }
+  }
+
+  SplitOutcome build(const fs::path& store, const fs::path& context, const std::string& flags) {
+    return kiln_split(store, "build --progress plain --insecure-registry " + registry_.address() + " " + flags + " " +
+                                 context.string(),
+                      kNoCredentials);
+  }
+
+  static std::string manifest_digest(const fs::path& metadata) {
+    const auto parsed = json::parse(testing::read_file(metadata), nullptr, false);
+    return parsed.is_object() ? parsed.value("containerimage.digest", "") : "";
+  }
+
+  // How many steps the plain progress shows as run (DONE) and as CACHED, RUN lines only.
+  static int runs_executed(const std::string& progress) {
+    // "#7 [stage-1 4/4] RUN cat ..." then later "#7 DONE 0.1s".
+    std::map<std::string, bool> run_vertices;
+    std::smatch match;
+    const std::regex header(R"(#(\d+) \[[^\]]*\] RUN )"), done(R"(#(\d+) DONE )");
+    int executed = 0;
+    std::istringstream lines(progress);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (std::regex_search(line, match, header)) run_vertices[match[1]] = true;
+      if (std::regex_search(line, match, done) && run_vertices.count(match[1])) ++executed;
+    }
+    return executed;
+  }
+
+  Registry registry_;
+  std::string base_;
+  std::string cache_ref_;
+};
+
+TEST_F(BuildCacheE2E, AFreshMachineHitsEveryStepAndMakesTheSameImage) {
+  ScratchDir machine_a, context_a, machine_b, context_b;
+  write_context(context_a.path(), "app v1\n", 1'600'000'000);
+  const auto first = build(machine_a.path(), context_a.path(),
+                           "-t app:1 --metadata-file " + (machine_a.path() / "meta.json").string() +
+                               " --cache-to type=registry,ref=" + cache_ref_ + ",mode=max");
+  ASSERT_EQ(first.status, 0) << first.err;
+  EXPECT_EQ(runs_executed(first.err), 3) << first.err;
+  const std::string digest_a = manifest_digest(machine_a.path() / "meta.json");
+  ASSERT_FALSE(digest_a.empty());
+
+  // Another machine: an empty store, the same files elsewhere with other mtimes.
+  write_context(context_b.path(), "app v1\n", 1'700'000'000);
+  const auto second = build(machine_b.path(), context_b.path(),
+                            "-t app:1 --metadata-file " + (machine_b.path() / "meta.json").string() +
+                                " --cache-from type=registry,ref=" + cache_ref_);
+  ASSERT_EQ(second.status, 0) << second.err;
+  EXPECT_EQ(runs_executed(second.err), 0) << second.err;
+  EXPECT_EQ(manifest_digest(machine_b.path() / "meta.json"), digest_a);
+  EXPECT_EQ(kiln_split(machine_b.path(), "run --rm app:1").out, "compiled\nlib\napp v1\n");
+
+  // One context file changes: only the steps that read it (and those after) run, and the
+  // `deps` stage's layers are never downloaded: its result is not needed.
+  ScratchDir machine_c;
+  write_context(context_b.path(), "app v2\n", 1'700'000'000);
+  const auto third = build(machine_c.path(), context_b.path(),
+                           "-t app:2 --explain-cache --cache-from type=registry,ref=" + cache_ref_);
+  ASSERT_EQ(third.status, 0) << third.err;
+  EXPECT_EQ(runs_executed(third.err), 1) << third.err;  // the final RUN, after COPY app.txt
+  EXPECT_EQ(kiln_split(machine_c.path(), "run --rm app:2").out, "compiled\nlib\napp v2\n");
+  // The deps stage's own layers (its RUNs' and COPY's) are in the cache but not in the
+  // image, and machine C never downloaded them.
+  const auto layers_of = [](const std::string& manifest) {
+    std::set<std::string> digests;
+    const auto parsed = json::parse(manifest, nullptr, false);
+    if (parsed.is_object() && parsed.contains("layers")) {
+      for (const auto& layer : parsed["layers"]) digests.insert(layer.value("digest", ""));
+    }
+    return digests;
+  };
+  const auto cached = layers_of(must_run("skopeo inspect --raw --tls-verify=false docker://" + cache_ref_));
+  const auto image = layers_of(testing::read_file(machine_a.path() / "blobs/sha256" / digest_a.substr(7)));
+  std::size_t deps_only = 0;
+  for (const std::string& digest : cached) {
+    if (image.count(digest)) continue;
+    ++deps_only;
+    EXPECT_FALSE(fs::exists(machine_c.path() / "blobs/sha256" / digest.substr(7))) << digest << " was fetched";
+  }
+  EXPECT_EQ(deps_only, 3u);
+}
+
+TEST_F(BuildCacheE2E, TwoExportsToOneRefAtOnceLeaveACompleteCache) {
+  ScratchDir machine_a, context_a, machine_b, context_b, machine_c;
+  write_context(context_a.path(), "from a\n", 1'600'000'000);
+  write_context(context_b.path(), "from b\n", 1'600'000'000);
+  SplitOutcome a, b;
+  std::thread first([&] {
+    a = build(machine_a.path(), context_a.path(), "--cache-to type=registry,ref=" + cache_ref_ + ",mode=max");
+  });
+  std::thread second([&] {
+    b = build(machine_b.path(), context_b.path(), "--cache-to type=registry,ref=" + cache_ref_ + ",mode=max");
+  });
+  first.join();
+  second.join();
+  ASSERT_EQ(a.status, 0) << a.err;
+  ASSERT_EQ(b.status, 0) << b.err;
+  // Whichever export won, the ref names a whole cache: a fresh build of that one's context
+  // imports it and runs nothing. (One of the two contexts matches it.)
+  const auto from_a = build(machine_c.path(), context_a.path(), "--cache-from " + cache_ref_);
+  ASSERT_EQ(from_a.status, 0) << from_a.err;
+  ScratchDir machine_d;
+  const auto from_b = build(machine_d.path(), context_b.path(), "--cache-from " + cache_ref_);
+  ASSERT_EQ(from_b.status, 0) << from_b.err;
+  EXPECT_EQ(std::min(runs_executed(from_a.err), runs_executed(from_b.err)), 0) << from_a.err << from_b.err;
+}
+
+TEST_F(BuildCacheE2E, AMissingCacheIsAFirstBuildAndABadSpecIsAClearError) {
+  ScratchDir machine, context;
+  write_context(context.path(), "x\n", 1'600'000'000);
+  const auto built = build(machine.path(), context.path(), "--cache-from " + registry_.address() + "/no/such:cache");
+  ASSERT_EQ(built.status, 0) << built.err;
+  EXPECT_EQ(runs_executed(built.err), 3);
+  const auto bad = build(machine.path(), context.path(), "--cache-to type=gha,ref=x");
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.err.find("type=gha is not supported"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace kiln::e2e
