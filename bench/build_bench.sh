@@ -25,14 +25,8 @@ if [[ -d $kiln_arg ]]; then kiln=$(realpath "$kiln_arg/kiln"); else kiln=$(realp
 work=$(mktemp -d /var/tmp/kiln-build-bench-XXXXXX)
 registry_pid= containerd_pid= dockerd_pid=
 have_docker=0
+source "$(dirname "$0")/common.sh"  # stop_pid, drop_caches, median, best, the peers' commands
 
-stop_pid() {  # stops one process this script started, and waits for it
-  [[ -n ${1:-} ]] || return 0
-  kill "$1" 2>/dev/null || true
-  local waited=0
-  while kill -0 "$1" 2>/dev/null && ((waited < 100)); do sleep 0.1; ((waited += 1)); done
-  kill -9 "$1" 2>/dev/null || true
-}
 cleanup() {
   if ((have_docker)); then
     docker_cmd image ls -aq 2>/dev/null | xargs -r /usr/bin/docker -H "unix://$work/docker.sock" rmi -f >/dev/null 2>&1 || true
@@ -47,10 +41,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-source "$(dirname "$0")/common.sh"
-
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
-
 # --- the tools -------------------------------------------------------------------------------
 
 kiln_cmd() { "$kiln" --root "$work/kiln" "$@"; }
@@ -60,22 +50,12 @@ build_kiln() {  # CASE_DIR
     --build-arg "BASE=$base_ref" -t "bench/$(basename "$1"):1" "$1"
 }
 
-buildah_cmd() { buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver overlay "$@"; }
-reset_buildah() {
-  if [[ -d $work/buildah ]]; then
-    buildah_cmd rm --all >/dev/null 2>&1 || true
-    buildah_cmd rmi --all --force >/dev/null 2>&1 || true
-    grep -o " $work/buildah[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  fi
-  rm -rf "$work/buildah" "$work/buildah-run"
-}
 build_buildah() {  # CASE_DIR
   buildah_cmd bud --runtime runc --layers --tls-verify=false --network host \
     --build-arg "BASE=$base_ref" -t "bench/$(basename "$1"):1" -f "$1/Dockerfile" "$1"
 }
 
 # Debian's client: another `docker` earlier in PATH may lack BuildKit support (PEERS.md).
-docker_cmd() { /usr/bin/docker -H "unix://$work/docker.sock" "$@"; }
 reset_docker() {
   docker_cmd builder prune -af >/dev/null
   docker_cmd image ls -aq | xargs -r /usr/bin/docker -H "unix://$work/docker.sock" rmi -f >/dev/null
@@ -85,32 +65,6 @@ build_docker() {  # CASE_DIR
     --build-arg "BASE=$base_ref" -t "bench/$(basename "$1"):1" "$1"
 }
 
-# A private containerd + dockerd: nothing shared with a system or another helper's daemon.
-start_docker() {
-  if [[ ${KILN_BENCH_NO_DOCKER:-0} == 1 ]]; then return 1; fi
-  if [[ ! -x /usr/sbin/dockerd ]]; then
-    echo "installing docker.io (apt-get) ..." >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >"$work/apt.log" 2>&1 ||
-      { echo "apt-get install docker.io failed: Docker left out" >&2; return 1; }
-  fi
-  mkdir -p "$work/containerd"
-  printf 'version = 2\n' > "$work/containerd/config.toml"
-  setsid containerd --config "$work/containerd/config.toml" --address "$work/containerd/c.sock" \
-    --root "$work/containerd/root" --state "$work/containerd/state" >"$work/containerd.log" 2>&1 &
-  containerd_pid=$!
-  setsid /usr/sbin/dockerd --containerd "$work/containerd/c.sock" --data-root "$work/docker" \
-    --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" -H "unix://$work/docker.sock" \
-    --bridge none --iptables=false --ip-masq=false >"$work/dockerd.log" 2>&1 &
-  dockerd_pid=$!
-  local waited=0
-  until docker_cmd info >/dev/null 2>&1; do
-    sleep 0.2; ((waited += 1))
-    if ((waited > 300)) || ! kill -0 "$dockerd_pid" 2>/dev/null; then
-      echo "dockerd did not start, Docker left out: $(tail -3 "$work/dockerd.log")" >&2
-      return 1
-    fi
-  done
-}
 
 # --- the cases -------------------------------------------------------------------------------
 
@@ -167,30 +121,11 @@ change_file() {
   esac
 }
 
-# --- the base image --------------------------------------------------------------------------
-
-make_base() {
-  local ctx=$work/base
-  mkdir -p "$ctx"
-  cp /bin/busybox "$ctx/busybox"
-  cat > "$ctx/Dockerfile" <<'EOF'
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-RUN ["/bin/sh", "-c", "mkdir -p /etc /tmp /root && chmod 1777 /tmp && echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd && echo 'root:x:0:' > /etc/group"]
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-CMD ["sh"]
-EOF
-  base_ref=127.0.0.1:$port/bench/busybox:1
-  time_it "$kiln" --root "$work/base-store" build --progress quiet -t "$base_ref" "$ctx" >/dev/null
-  time_it "$kiln" --root "$work/base-store" push --insecure-registry "127.0.0.1:$port" "$base_ref" >/dev/null
-  rm -rf "$work/base-store"
-}
 
 # --- the run ---------------------------------------------------------------------------------
 
 start_registry
-make_base
+make_busybox_base
 make_cases
 tools=(kiln buildah)
 if start_docker; then have_docker=1; tools+=(docker); fi
@@ -220,8 +155,6 @@ for ((run = 1; run <= runs; run++)); do
   done
 done
 
-median() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{v[NR]=$1} END{printf "%.2f", (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
-best() { tr ' ' '\n' | sed '/^$/d' | sort -n | head -1; }
 
 echo
 echo "kiln build against peers: $runs runs, $(nproc) cores, $(awk '/MemTotal/{printf "%d GB", $2/1048576}' /proc/meminfo);" \

@@ -504,20 +504,6 @@ Result<BuildInput> prepare_input(const BuildArgs& args, const ScratchSpace& scra
   return input;
 }
 
-// ---- .dockerignore ----------------------------------------------------------------------------
-
-// The parser's .dockerignore rules as the PathFilter the build context selects with; the
-// two interfaces have the same contracts (cache/context.h), this only connects them.
-class DockerIgnoreFilter final : public cache::PathFilter {
- public:
-  explicit DockerIgnoreFilter(parser::DockerIgnore rules) : rules_(std::move(rules)) {}
-  bool excluded(std::string_view path) const override { return rules_.excluded(path); }
-  bool may_include_below(std::string_view dir) const override { return rules_.may_include_below(dir); }
-
- private:
-  parser::DockerIgnore rules_;
-};
-
 // ---- base images --------------------------------------------------------------------------------
 
 // Base images for the planner and the executor: found in the store by reference, else (or
@@ -953,7 +939,7 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   }
 
   std::optional<cache::BuildContext> context;
-  std::unique_ptr<DockerIgnoreFilter> ignore;
+  std::unique_ptr<executor::IgnoreRules> ignore;
   if (input->context_dir) {
     const executor::VertexId vertex = progress.start("[internal] load .dockerignore");
     auto ignore_file = cache::read_ignore_file(*input->context_dir, input->dockerfile_path);
@@ -961,7 +947,7 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
     if (*ignore_file) {
       auto rules = parser::DockerIgnore::parse((*ignore_file)->text, (*ignore_file)->name);
       if (!rules) return build_failed(progress, rules.error().message);
-      ignore = std::make_unique<DockerIgnoreFilter>(std::move(rules).value());
+      ignore = std::make_unique<executor::IgnoreRules>(std::move(rules).value());
     }
     progress.done(vertex);
     auto opened = cache::BuildContext::open(*input->context_dir);

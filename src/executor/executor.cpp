@@ -156,24 +156,13 @@ class TreeView {
   fs::path dir_;
 };
 
-// parser::DockerIgnore as the cache module's PathFilter (COPY --exclude patterns).
-class ExcludeFilter : public cache::PathFilter {
- public:
-  explicit ExcludeFilter(parser::DockerIgnore patterns) : patterns_(std::move(patterns)) {}
-  bool excluded(std::string_view path) const override { return patterns_.excluded(path); }
-  bool may_include_below(std::string_view dir) const override { return patterns_.may_include_below(dir); }
-
- private:
-  parser::DockerIgnore patterns_;
-};
-
-Result<std::unique_ptr<ExcludeFilter>> exclude_filter(const std::vector<std::string>& patterns) {
-  if (patterns.empty()) return std::unique_ptr<ExcludeFilter>();
+Result<std::unique_ptr<IgnoreRules>> exclude_filter(const std::vector<std::string>& patterns) {
+  if (patterns.empty()) return std::unique_ptr<IgnoreRules>();
   std::string text;
   for (const auto& pattern : patterns) text += pattern + "\n";
   auto parsed = parser::DockerIgnore::parse(text, "--exclude");
   if (!parsed) return parsed.error();
-  return std::make_unique<ExcludeFilter>(std::move(parsed).value());
+  return std::make_unique<IgnoreRules>(std::move(parsed).value());
 }
 
 std::string layer_media_type(cache::LayerCompression compression) {
@@ -211,7 +200,7 @@ struct CopyPlan {
   /// needs nothing of it, not even its layers fetched.
   const planner::StepInput* from = nullptr;
   std::vector<std::string> from_sources;
-  std::unique_ptr<ExcludeFilter> exclude;  // --exclude; null: none
+  std::unique_ptr<IgnoreRules> exclude;  // --exclude; null: none
 };
 
 class Build {

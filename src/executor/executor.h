@@ -39,6 +39,7 @@
 #include "oci/image.h"
 #include "oci/platform.h"
 #include "oci/reference.h"
+#include "parser/dockerignore.h"
 #include "planner/planner.h"
 
 namespace kiln::executor {
@@ -160,6 +161,18 @@ struct BuildResult {
 /// Not reentrant on one Store's cache mounts; two builds may share a store (other
 /// processes) safely.
 Result<BuildResult> build(const planner::BuildGraph& graph, const BuildOptions& options);
+
+/// `.dockerignore` rules (or COPY --exclude patterns) as the cache module's PathFilter, for
+/// BuildOptions::ignore.
+class IgnoreRules final : public cache::PathFilter {
+ public:
+  explicit IgnoreRules(parser::DockerIgnore rules) : rules_(std::move(rules)) {}
+  bool excluded(std::string_view path) const override { return rules_.excluded(path); }
+  bool may_include_below(std::string_view dir) const override { return rules_.may_include_below(dir); }
+
+ private:
+  parser::DockerIgnore rules_;
+};
 
 /// Makes the calling process's mount namespace private to it, so the overlays the build
 /// mounts (COPY, --from trees) are seen by no one else and vanish when kiln exits. Call
