@@ -1003,6 +1003,10 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   }
   auto result = executor::build(*graph, options);
   if (!result) return build_failed(progress, result.error().message);
+  // type=inline: the cache records go into the image before anything names or pushes it.
+  if (auto inlined = apply_inline_cache(flags->cache_to, *store, *result); !inlined) {
+    return build_failed(progress, inlined.error().message);
+  }
 
   Exporter exporter{*store, progress, *result, *scratch, flags->tags, {}, std::nullopt};
   exporter.push_options.registry.insecure_registries = args.insecure_registries;

@@ -1,6 +1,8 @@
 // The commands that move and show images in the local store: pull, images, tag, rmi,
 // inspect, save, load, prune.
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -154,9 +156,31 @@ int run_rmi(const GlobalOptions& global, const std::vector<std::string>& names, 
   return report_gc(*store);
 }
 
-int run_prune(const GlobalOptions& global) {
+// `--build-cache`: also forget what `kiln build` keeps for later builds (docker builder
+// prune): the cache records (their layers then go unless an image has them), the
+// --explain-cache records, RUN --mount=type=cache directories and the context hash cache.
+Result<void> forget_build_cache(cache::Store& store) {
+  auto refs = store.list_refs();
+  if (!refs) return refs.error();
+  for (const auto& [name, target] : *refs) {
+    if (!name.starts_with("@buildcache/") && !name.starts_with("@buildslot/")) continue;
+    if (auto deleted = store.delete_ref(name); !deleted) return deleted.error();
+  }
+  std::error_code error;
+  std::filesystem::remove_all(store.root() / "cache-mounts", error);
+  if (error) return Error{"remove " + (store.root() / "cache-mounts").string() + ": " + error.message()};
+  const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  if (auto forgotten = store.forget_context_file_digests(now.count()); !forgotten) return forgotten.error();
+  return {};
+}
+
+int run_prune(const GlobalOptions& global, bool build_cache) {
   auto store = open_store(global);
   if (!store.ok()) return fail(store.error().message);
+  if (build_cache) {
+    if (auto forgotten = forget_build_cache(*store); !forgotten) return fail(forgotten.error().message);
+  }
   return report_gc(*store);
 }
 
@@ -244,7 +268,10 @@ std::vector<Command> add_image_commands(CLI::App& app, const GlobalOptions& glob
   commands.push_back({load, [&global, load_input] { return run_load(global, *load_input); }});
 
   CLI::App* prune = app.add_subcommand("prune", "Free blobs and snapshots no image uses");
-  commands.push_back({prune, [&global] { return run_prune(global); }});
+  auto build_cache = std::make_shared<bool>(false);
+  prune->add_flag("--build-cache", *build_cache,
+                  "Also drop kiln build's cache (records, cache mounts, context hashes), as docker builder prune");
+  commands.push_back({prune, [&global, build_cache] { return run_prune(global, *build_cache); }});
   return commands;
 }
 

@@ -214,7 +214,7 @@ class Build {
   // Stage scheduling.
   void run_stage_thread(std::size_t index);
   Result<StageState> run_stage(std::size_t index);
-  Result<StageState> start_stage(std::size_t index, const planner::Stage& stage);
+  Result<StageState> start_stage(const planner::Stage& stage);
   Result<void> run_layer_step(const planner::Stage& stage, std::size_t stage_index, std::size_t step_index,
                               StageState& state);
 
@@ -234,8 +234,8 @@ class Build {
   // Execution of a miss: the new layer on top of `state`.
   Result<Layer> execute(const planner::Stage& stage, const planner::Step& step, const StageState& state,
                         CopyPlan& copy, VertexId vertex);
-  Result<void> apply_step(const planner::Stage& stage, const planner::Step& step, const StageState& state,
-                          CopyPlan& copy, const fs::path& root, const sandbox::Rootfs& rootfs, VertexId vertex);
+  Result<void> apply_step(const planner::Stage& stage, const planner::Step& step, CopyPlan& copy,
+                          const fs::path& root, const sandbox::Rootfs& rootfs, VertexId vertex);
   Result<Layer> commit_layer(const fs::path& upper, const std::vector<fs::path>& lowers, bool overlay);
 
   std::string vertex_name(const planner::Stage& stage, std::size_t position, const std::string& text) const;
@@ -334,7 +334,7 @@ void Build::run_stage_thread(std::size_t index) {
 
 Result<StageState> Build::run_stage(std::size_t index) {
   const planner::Stage& stage = graph_.stages[index];
-  auto started = start_stage(index, stage);
+  auto started = start_stage(stage);
   if (!started) return started.error();
   StageState state = std::move(started).value();
   for (std::size_t i = 0; i < stage.steps.size(); ++i) {
@@ -353,7 +353,7 @@ Result<StageState> Build::run_stage(std::size_t index) {
   return state;
 }
 
-Result<StageState> Build::start_stage(std::size_t index, const planner::Stage& stage) {
+Result<StageState> Build::start_stage(const planner::Stage& stage) {
   StageState state;
   // BuildKit names the FROM vertex by what it resolved: `FROM docker.io/library/x:1@sha256:…`.
   std::string from = stage.text;
@@ -394,7 +394,6 @@ Result<StageState> Build::start_stage(std::size_t index, const planner::Stage& s
   }
   state.created = state.config.created;
   options_.progress->done(vertex);
-  (void)index;
   return state;
 }
 
@@ -712,7 +711,7 @@ Result<Layer> Build::execute(const planner::Stage& stage, const planner::Step& s
     if (auto made = make_dir(work.path()); !made) return made.error();
     sandbox::OverlayRootfs rootfs{lowers, upper.path(), work.path(), sandbox::rootless()};
     if (step.action == planner::StepAction::run) {
-      if (auto applied = apply_step(stage, step, state, copy, {}, rootfs, vertex); !applied) return applied.error();
+      if (auto applied = apply_step(stage, step, copy, {}, rootfs, vertex); !applied) return applied.error();
     } else {
       if (lowers.empty()) {  // overlayfs needs a lower layer: an empty one for scratch
         if (auto made = make_dir(merged.path().string() + ".empty"); !made) return made.error();
@@ -720,7 +719,7 @@ Result<Layer> Build::execute(const planner::Stage& stage, const planner::Step& s
       }
       auto mounted = MountedOverlay::mount(rootfs, merged.path());
       if (!mounted) return mounted.error();
-      if (auto applied = apply_step(stage, step, state, copy, (*mounted)->dir(), rootfs, vertex); !applied) {
+      if (auto applied = apply_step(stage, step, copy, (*mounted)->dir(), rootfs, vertex); !applied) {
         return applied.error();
       }
       mounted->reset();
@@ -734,14 +733,14 @@ Result<Layer> Build::execute(const planner::Stage& stage, const planner::Step& s
   if (auto made = make_dir(merged.path()); !made) return made.error();
   if (auto copied = sandbox::copy_layers(lowers, merged.path()); !copied) return copied.error();
   sandbox::DirectoryRootfs rootfs{merged.path()};
-  if (auto applied = apply_step(stage, step, state, copy, merged.path(), rootfs, vertex); !applied) {
+  if (auto applied = apply_step(stage, step, copy, merged.path(), rootfs, vertex); !applied) {
     return applied.error();
   }
   return commit_layer(merged.path(), lowers, false);
 }
 
-Result<void> Build::apply_step(const planner::Stage& stage, const planner::Step& step, const StageState& state,
-                               CopyPlan& copy, const fs::path& root, const sandbox::Rootfs& rootfs, VertexId vertex) {
+Result<void> Build::apply_step(const planner::Stage& stage, const planner::Step& step, CopyPlan& copy,
+                               const fs::path& root, const sandbox::Rootfs& rootfs, VertexId vertex) {
   switch (step.action) {
     case planner::StepAction::run: {
       Scratch state_dir(*options_.store, "run");
@@ -854,7 +853,6 @@ Result<void> Build::apply_step(const planner::Stage& stage, const planner::Step&
     }
     case planner::StepAction::config: break;
   }
-  (void)state;
   return {};
 }
 

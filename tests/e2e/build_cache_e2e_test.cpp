@@ -1,6 +1,7 @@
-// A build cache shared through a registry (`--cache-to` / `--cache-from type=registry`): a
-// build on one machine exports it, a build on a fresh machine (another store, the context
-// at another path with other mtimes) imports it. Real docker-registry, real kiln.
+// A build cache shared through a registry (`--cache-to` / `--cache-from type=registry`) or
+// a directory (`type=local`): a build on one machine exports it, a build on a fresh machine
+// (another store, the context at another path with other mtimes) imports it. Real
+// docker-registry, real skopeo, real kiln.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <utime.h>
@@ -175,6 +176,129 @@ TEST_F(BuildCacheE2E, AMissingCacheIsAFirstBuildAndABadSpecIsAClearError) {
   const auto bad = build(machine.path(), context.path(), "--cache-to type=gha,ref=x");
   EXPECT_EQ(bad.status, 1);
   EXPECT_NE(bad.err.find("type=gha is not supported"), std::string::npos) << bad.err;
+  const auto no_dest = build(machine.path(), context.path(), "--cache-to type=local,src=/tmp/x");
+  EXPECT_EQ(no_dest.status, 1);
+  EXPECT_NE(no_dest.err.find("dest= is required"), std::string::npos) << no_dest.err;
+  const auto bad_compression =
+      build(machine.path(), context.path(), "--cache-to type=local,dest=/tmp/x,compression=lz4");
+  EXPECT_EQ(bad_compression.status, 1);
+  EXPECT_NE(bad_compression.err.find("compression must be"), std::string::npos) << bad_compression.err;
+  // A local cache that was never saved is a first build, as a missing registry cache is.
+  const auto missing = build(machine.path(), context.path(), "--cache-from type=local,src=/nonexistent/kiln-cache");
+  ASSERT_EQ(missing.status, 0) << missing.err;
+}
+
+// type=local: the cache as an OCI layout in a directory that a CI system saves after the
+// job and restores (at another path, perhaps) before the next one.
+TEST_F(BuildCacheE2E, ALocalCacheDirectoryRestoredElsewhereHitsEveryStep) {
+  ScratchDir machine_a, context_a, saved, machine_b, context_b, restored;
+  write_context(context_a.path(), "app v1\n", 1'600'000'000);
+  const fs::path dir = saved.path() / "cache";
+  const auto first = build(machine_a.path(), context_a.path(),
+                           "-t app:1 --metadata-file " + (machine_a.path() / "meta.json").string() +
+                               " --cache-to type=local,dest=" + dir.string() + ",mode=max");
+  ASSERT_EQ(first.status, 0) << first.err;
+  const std::string digest_a = manifest_digest(machine_a.path() / "meta.json");
+  ASSERT_FALSE(digest_a.empty());
+  const auto index = json::parse(testing::read_file(dir / "index.json"), nullptr, false);
+  ASSERT_TRUE(index.is_object()) << testing::read_file(dir / "index.json");
+  EXPECT_TRUE(fs::exists(dir / "oci-layout"));
+  // skopeo reads it as an OCI layout too.
+  const auto cache_manifest = json::parse(must_run("skopeo inspect --raw oci:" + dir.string()), nullptr, false);
+  ASSERT_TRUE(cache_manifest.is_object());
+  EXPECT_EQ(cache_manifest["config"]["mediaType"], "application/vnd.kiln.build-cache.config.v1+json");
+
+  // The CI restores the directory at another path; another machine, the context elsewhere.
+  fs::copy(dir, restored.path() / "cache", fs::copy_options::recursive);
+  write_context(context_b.path(), "app v1\n", 1'700'000'000);
+  const auto second = build(machine_b.path(), context_b.path(),
+                            "-t app:1 --metadata-file " + (machine_b.path() / "meta.json").string() +
+                                " --cache-from type=local,src=" + (restored.path() / "cache").string());
+  ASSERT_EQ(second.status, 0) << second.err;
+  EXPECT_EQ(runs_executed(second.err), 0) << second.err;
+  EXPECT_EQ(manifest_digest(machine_b.path() / "meta.json"), digest_a);
+  EXPECT_EQ(kiln_split(machine_b.path(), "run --rm app:1").out, "compiled\nlib\napp v1\n");
+
+  // Exporting again into the same directory keeps the blobs there and swaps the index.
+  const fs::path manifest_blob = dir / "blobs/sha256" / index["manifests"][0].value("digest", "").substr(7);
+  struct stat before{};
+  ASSERT_EQ(::stat(manifest_blob.c_str(), &before), 0);
+  const auto again = build(machine_a.path(), context_a.path(),
+                           "--cache-to type=local,dest=" + dir.string() + ",mode=max");
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_EQ(json::parse(testing::read_file(dir / "index.json"), nullptr, false), index);
+  struct stat after{};
+  ASSERT_EQ(::stat(manifest_blob.c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+}
+
+// compression= on --cache-to: the cache's layers in the asked compression, whatever the
+// store holds; an import from it still runs nothing.
+TEST_F(BuildCacheE2E, CacheLayersAreExportedInTheAskedCompression) {
+  ScratchDir machine_a, context, saved, machine_b, machine_c;
+  write_context(context.path(), "app v1\n", 1'600'000'000);
+  const fs::path dir = saved.path() / "cache";
+  const auto first = build(machine_a.path(), context.path(),
+                           "--cache-to type=local,dest=" + dir.string() + ",mode=max,compression=zstd --cache-to type=registry,ref=" +
+                               cache_ref_ + ",mode=max,compression=gzip");
+  ASSERT_EQ(first.status, 0) << first.err;
+  const auto media_types = [](const std::string& manifest) {
+    std::set<std::string> types;
+    const auto parsed = json::parse(manifest, nullptr, false);
+    if (parsed.is_object() && parsed.contains("layers")) {
+      for (const auto& layer : parsed["layers"]) types.insert(layer.value("mediaType", ""));
+    }
+    return types;
+  };
+  EXPECT_EQ(media_types(must_run("skopeo inspect --raw oci:" + dir.string())),
+            std::set<std::string>{"application/vnd.oci.image.layer.v1.tar+zstd"});
+  EXPECT_EQ(media_types(must_run("skopeo inspect --raw --tls-verify=false docker://" + cache_ref_)),
+            std::set<std::string>{"application/vnd.oci.image.layer.v1.tar+gzip"});
+
+  const auto from_dir = build(machine_b.path(), context.path(), "-t app:1 --cache-from type=local,src=" + dir.string());
+  ASSERT_EQ(from_dir.status, 0) << from_dir.err;
+  EXPECT_EQ(runs_executed(from_dir.err), 0) << from_dir.err;
+  EXPECT_EQ(kiln_split(machine_b.path(), "run --rm app:1").out, "compiled\nlib\napp v1\n");
+  const auto from_registry = build(machine_c.path(), context.path(), "-t app:1 --cache-from " + cache_ref_);
+  ASSERT_EQ(from_registry.status, 0) << from_registry.err;
+  EXPECT_EQ(runs_executed(from_registry.err), 0) << from_registry.err;
+  EXPECT_EQ(kiln_split(machine_c.path(), "run --rm app:1").out, "compiled\nlib\napp v1\n");
+}
+
+// type=inline: the records ride in the pushed image; a build elsewhere reads them from
+// that image with a plain --cache-from REF. mode=min: only the final stage's steps.
+TEST_F(BuildCacheE2E, AnInlineCacheInThePushedImageServesTheNextBuild) {
+  ScratchDir machine_a, context_a, machine_b, context_b;
+  const std::string image = registry_.address() + "/team/app:1";
+  write_context(context_a.path(), "app v1\n", 1'600'000'000);
+  const auto first = build(machine_a.path(), context_a.path(),
+                           "-t " + image + " --push --cache-to type=inline --metadata-file " +
+                               (machine_a.path() / "meta.json").string());
+  ASSERT_EQ(first.status, 0) << first.err;
+  const std::string digest_a = manifest_digest(machine_a.path() / "meta.json");
+  ASSERT_FALSE(digest_a.empty());
+  // Still an ordinary image for other tools.
+  const auto inspected = json::parse(must_run("skopeo inspect --tls-verify=false docker://" + image), nullptr, false);
+  ASSERT_TRUE(inspected.is_object());
+  EXPECT_EQ(inspected.value("Digest", ""), digest_a);
+  const auto raw = json::parse(must_run("skopeo inspect --raw --tls-verify=false docker://" + image), nullptr, false);
+  ASSERT_TRUE(raw.is_object() && raw.contains("annotations"));
+  EXPECT_TRUE(raw["annotations"].contains("dev.kiln.build-cache.v1"));
+
+  write_context(context_b.path(), "app v1\n", 1'700'000'000);
+  const auto second = build(machine_b.path(), context_b.path(),
+                            "-t " + image + " --push --cache-to type=inline --cache-from " + image +
+                                " --metadata-file " + (machine_b.path() / "meta.json").string());
+  ASSERT_EQ(second.status, 0) << second.err;
+  // The deps stage is not in a mode=min cache and runs; the final stage's RUN does not.
+  EXPECT_EQ(runs_executed(second.err), 2) << second.err;
+  EXPECT_TRUE(std::regex_search(second.err, std::regex(R"(#(\d+) \[stage-1 [^\]]*\] RUN cat[^\n]*\n#\1 CACHED)")))
+      << second.err;
+  EXPECT_EQ(manifest_digest(machine_b.path() / "meta.json"), digest_a);
+
+  const auto bad = build(machine_b.path(), context_b.path(), "--cache-to type=inline,mode=max");
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.err.find("type=inline takes neither"), std::string::npos) << bad.err;
 }
 
 }  // namespace

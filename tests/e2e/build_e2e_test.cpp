@@ -194,6 +194,27 @@ TEST(BuildE2E, TargetCacheAndNoCache) {
   EXPECT_NE(run("e2e/target2", "cat /stage"), uuid);
 }
 
+TEST(BuildE2E, PruneBuildCacheForgetsTheCacheButKeepsImages) {
+  ScratchDir store;
+  Context context({{"Dockerfile", "FROM {BASE}\nRUN --mount=type=cache,target=/c cat /proc/sys/kernel/random/uuid "
+                                  "| tee -a /c/seen > /stage\n"}});
+  const auto build_in = [&] {
+    return kiln_split(store.path(), "build --progress plain -t e2e/prune " + context.str(), kNoCredentials);
+  };
+  const auto first = build_in();
+  ASSERT_EQ(first.status, 0) << first.err;
+  const std::string uuid = run("e2e/prune", "cat /stage", store.path());
+  ASSERT_NE(build_in().err.find("CACHED"), std::string::npos);  // the RUN came from the cache
+  const auto pruned = kiln_split(store.path(), "prune --build-cache");
+  ASSERT_EQ(pruned.status, 0) << pruned.err;
+  EXPECT_FALSE(fs::exists(store.path() / "cache-mounts"));
+  EXPECT_EQ(run("e2e/prune", "cat /stage", store.path()), uuid);  // the image stays
+  const auto again = build_in();
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_EQ(again.err.find("CACHED"), std::string::npos) << again.err;  // the RUN ran again
+  EXPECT_NE(run("e2e/prune", "cat /stage", store.path()), uuid);
+}
+
 // ---- outputs ------------------------------------------------------------------------------------
 
 TEST(BuildE2E, OutputOciArchiveIsReadBySkopeoAndUmoci) {

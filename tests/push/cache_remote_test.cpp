@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -340,6 +344,138 @@ TEST_F(CacheRemoteTest, ImportsFromARealRegistry) {
 
   cache::Store other = open_store("b");
   ASSERT_TRUE(fetch_cache_layer(ref, two, other, options).ok());
+  EXPECT_EQ(*other.read_blob(two.digest), "layer two");
+}
+
+// ---- type=local: the cache as an OCI layout in a directory ----
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_F(CacheRemoteTest, ALayoutExportIsReadBackAndItsLayersCopiedOnlyWhenAsked) {
+  const auto one = add_layer("layer one");
+  const auto two = add_layer("layer two");
+  const std::vector<CacheRecord> records{record(2, two), record(1, one), record(3, one)};
+  const auto dir = root_.path() / "ci-cache";
+  auto manifest = export_cache_layout(*store_, records, dir);
+  ASSERT_TRUE(manifest.ok()) << manifest.error().message;
+
+  // A plain OCI layout: oci-layout, index.json naming the cache manifest, the blobs.
+  EXPECT_EQ(json::parse(read_text(dir / "oci-layout"))["imageLayoutVersion"], "1.0.0");
+  const json index = json::parse(read_text(dir / "index.json"));
+  ASSERT_EQ(index["manifests"].size(), 1u);
+  EXPECT_EQ(index["manifests"][0]["digest"], manifest->str());
+  EXPECT_EQ(index["manifests"][0]["mediaType"], oci::kOciManifest);
+  EXPECT_EQ(read_text(dir / "blobs/sha256" / one.digest.hex()), "layer one");
+  EXPECT_EQ(read_text(dir / "blobs/sha256" / manifest->hex()), *store_->read_blob(*manifest));
+
+  auto read = read_cache_layout(dir);
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(*read, sorted_by_key(records));
+
+  cache::Store other = open_store("b");
+  ASSERT_TRUE(fetch_layout_layer(dir, two, other).ok());
+  EXPECT_EQ(*other.read_blob(two.digest), "layer two");
+  EXPECT_FALSE(other.has_blob(one.digest));
+}
+
+TEST_F(CacheRemoteTest, ALayoutReExportKeepsItsBlobsAndReplacesTheIndex) {
+  const auto one = add_layer("layer one");
+  const auto dir = root_.path() / "ci-cache";
+  ASSERT_TRUE(export_cache_layout(*store_, {record(1, one)}, dir).ok());
+  const auto blob = dir / "blobs/sha256" / one.digest.hex();
+  struct stat before{};
+  ASSERT_EQ(::stat(blob.c_str(), &before), 0);
+
+  const auto two = add_layer("layer two");
+  auto second = export_cache_layout(*store_, {record(1, one), record(2, two)}, dir);
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  struct stat after{};
+  ASSERT_EQ(::stat(blob.c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);  // not rewritten
+  EXPECT_EQ(json::parse(read_text(dir / "index.json"))["manifests"][0]["digest"], second->str());
+  auto read = read_cache_layout(dir);
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(read->size(), 2u);
+  // No temporary file is left behind.
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
+  }
+}
+
+TEST_F(CacheRemoteTest, AMissingLayoutIsEmptyAndABrokenOneAnError) {
+  auto missing = read_cache_layout(root_.path() / "nothing-here");
+  ASSERT_TRUE(missing.ok()) << missing.error().message;
+  EXPECT_TRUE(missing->empty());
+
+  const auto one = add_layer("layer one");
+  const auto dir = root_.path() / "ci-cache";
+  auto manifest = export_cache_layout(*store_, {record(1, one)}, dir);
+  ASSERT_TRUE(manifest.ok());
+  std::ofstream(dir / "blobs/sha256" / manifest->hex(), std::ios::trunc) << "{}";
+  auto broken = read_cache_layout(dir);
+  ASSERT_FALSE(broken.ok());
+  EXPECT_THAT(broken.error().message, HasSubstr("does not match its digest"));
+
+  std::ofstream(dir / "blobs/sha256" / one.digest.hex(), std::ios::trunc) << "tampered";
+  cache::Store other = open_store("b");
+  EXPECT_FALSE(fetch_layout_layer(dir, one, other).ok());
+  EXPECT_FALSE(other.has_blob(one.digest));
+}
+
+TEST_F(CacheRemoteTest, RecordsAreConvertedToTheWantedCompression) {
+  const std::string tar(1024, '\0');  // an empty tar: two zero blocks
+  const auto plain = add_layer(tar, oci::kOciLayer);
+  const CacheRecord original{key(1), Digest::sha256_of(tar), plain, "2024-01-01T00:00:00Z"};
+  auto zstd = records_in_compression(*store_, {original}, cache::LayerCompression::zstd, 1);
+  ASSERT_TRUE(zstd.ok()) << zstd.error().message;
+  ASSERT_EQ(zstd->size(), 1u);
+  EXPECT_EQ((*zstd)[0].layer.media_type, oci::kOciLayerZstd);
+  EXPECT_NE((*zstd)[0].layer.digest, plain.digest);
+  EXPECT_TRUE(store_->has_blob((*zstd)[0].layer.digest));
+  EXPECT_EQ((*zstd)[0].diff_id, original.diff_id);
+  EXPECT_EQ((*zstd)[0].key, original.key);
+
+  auto same = records_in_compression(*store_, {original}, cache::LayerCompression::none, 1);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ((*same)[0], original);
+}
+
+// ---- type=inline: the records in the image's own manifest ----
+
+TEST_F(CacheRemoteTest, AnInlineCacheIsReadFromThePushedImage) {
+  const auto one = add_layer("layer one");
+  const auto two = add_layer("layer two");
+  const auto other_stage = add_layer("a layer the image does not have");
+  oci::Manifest image;
+  image.media_type = std::string(oci::kOciManifest);
+  const std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}})";
+  image.config.media_type = std::string(oci::kOciConfig);
+  image.config.digest = *store_->put_blob(config);
+  image.config.size = static_cast<std::int64_t>(config.size());
+  image.layers = {one, two};
+  const auto image_digest = *store_->put_blob(image.to_json());
+
+  const std::vector<CacheRecord> records{record(1, one), record(2, two), record(3, other_stage)};
+  auto with_cache = store_inline_cache(*store_, image_digest, records);
+  ASSERT_TRUE(with_cache.ok()) << with_cache.error().message;
+  const auto annotated = oci::Manifest::from_json(*store_->read_blob(*with_cache));
+  ASSERT_TRUE(annotated.ok());
+  EXPECT_EQ(annotated->config.digest, image.config.digest);  // the same image ID
+  EXPECT_EQ(annotated->layers, image.layers);
+  ASSERT_TRUE(annotated->annotations.contains(std::string(kInlineCacheAnnotation)));
+
+  const auto ref = reference("127.0.0.1:5002/team/app:1");
+  auto pushed = push_image(*store_, *with_cache, {ref}, options_);
+  ASSERT_TRUE(pushed.ok()) << pushed.error().message;
+  auto fetched = fetch_cache_records(ref, options_);
+  ASSERT_TRUE(fetched.ok()) << fetched.error().message;
+  EXPECT_EQ(*fetched, sorted_by_key({record(1, one), record(2, two)}));  // not the other stage's
+
+  cache::Store other = open_store("b");
+  ASSERT_TRUE(fetch_cache_layer(ref, two, other, options_).ok());
   EXPECT_EQ(*other.read_blob(two.digest), "layer two");
 }
 
