@@ -38,6 +38,9 @@ struct CacheSpec {
   CacheLocation ref;      // named `ref` for callers that print `spec.ref.str()`
   bool mode_max = false;  // mode=max: every stage's steps, not only the final image's
   std::optional<cache::LayerCompression> compression;  // --cache-to only; nullopt: layers as stored
+  /// --cache-to …,cache-mounts=true: also the contents of the RUN --mount=type=cache
+  /// directories (an import puts them in place where the store has none of that name).
+  bool cache_mounts = false;
 };
 Result<CacheSpec> parse_cache_spec(const std::string& value, bool export_side);
 

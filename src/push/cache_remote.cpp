@@ -71,10 +71,12 @@ json record_entries(const std::vector<CacheRecord>& records, const std::vector<o
     const auto at = std::find_if(layers.begin(), layers.end(),
                                  [&](const oci::Descriptor& layer) { return layer.digest == record.layer.digest; });
     if (at == layers.end()) continue;
-    entries.push_back({{"key", record.key},
-                       {"layer", static_cast<std::size_t>(at - layers.begin())},
-                       {"diff_id", record.diff_id.str()},
-                       {"created", record.created}});
+    json entry{{"key", record.key},
+               {"layer", static_cast<std::size_t>(at - layers.begin())},
+               {"diff_id", record.diff_id.str()},
+               {"created", record.created}};
+    if (!record.cache_mount.empty()) entry["cache_mount"] = record.cache_mount;
+    entries.push_back(std::move(entry));
   }
   return entries;
 }
@@ -270,7 +272,17 @@ Result<std::vector<CacheRecord>> parse_cache_config(std::string_view bytes, cons
     if (layer == entry.end() || !layer->is_number_unsigned() || layer->get<std::uint64_t>() >= layers.size()) {
       return Error{where + ".layer: not an index of the manifest's " + std::to_string(layers.size()) + " layers"};
     }
-    records.push_back({key->str(), *diff_id, layers[layer->get<std::size_t>()], std::move(created).value()});
+    std::string cache_mount;
+    if (const auto mount = entry.find("cache_mount"); mount != entry.end()) {
+      // A name in the store's cache-mounts/: one plain path component, nothing else.
+      if (!mount->is_string() || mount->get<std::string>().empty() ||
+          mount->get<std::string>().find_first_of("/.") != std::string::npos) {
+        return Error{where + ".cache_mount: not a cache directory name"};
+      }
+      cache_mount = mount->get<std::string>();
+    }
+    records.push_back({key->str(), *diff_id, layers[layer->get<std::size_t>()], std::move(created).value(),
+                       std::move(cache_mount)});
   }
   return records;
 }

@@ -48,6 +48,10 @@ struct CacheRecord {
   Digest diff_id = Digest::sha256_of("");
   oci::Descriptor layer;  // the layer blob as the local store holds it
   std::string created;    // the layer's history time (RFC 3339), so images come out identical
+  /// Set for the contents of a `RUN --mount=type=cache` directory (`--cache-to
+  /// …,cache-mounts=true`): the directory's name in the store's cache-mounts/, whose files
+  /// `layer` holds; `key` is then only a unique name. Empty for a step's layer.
+  std::string cache_mount;
   friend bool operator==(const CacheRecord&, const CacheRecord&) = default;
 };
 

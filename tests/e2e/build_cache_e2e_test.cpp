@@ -190,6 +190,37 @@ TEST_F(BuildCacheE2E, AMissingCacheIsAFirstBuildAndABadSpecIsAClearError) {
 
 // type=local: the cache as an OCI layout in a directory that a CI system saves after the
 // job and restores (at another path, perhaps) before the next one.
+// `cache-mounts=true` (moby/buildkit#1474): what RUN --mount=type=cache gathered travels
+// with the cache, so a step that must rerun on a fresh machine starts from it.
+TEST_F(BuildCacheE2E, CacheMountContentsTravelWithCacheMountsTrue) {
+  ScratchDir machine_a, context, saved, machine_b;
+  const auto write_dockerfile = [&](const std::string& version) {
+    std::ofstream(context.path() / "Dockerfile")
+        << "FROM " << base_ << "\nRUN --mount=type=cache,target=/var/cache/app,id=app "
+        << "echo " << version << " >> /var/cache/app/seen && cp /var/cache/app/seen /seen\n";
+  };
+  write_dockerfile("v1");
+  const fs::path dir = saved.path() / "cache";
+  const auto first = build(machine_a.path(), context.path(),
+                           "--cache-to type=local,dest=" + dir.string() + ",mode=max,cache-mounts=true");
+  ASSERT_EQ(first.status, 0) << first.err;
+
+  // A changed RUN on a fresh machine: it reruns, and finds v1 in its cache mount.
+  write_dockerfile("v2");
+  const auto second = build(machine_b.path(), context.path(), "-t app:2 --cache-from type=local,src=" + dir.string());
+  ASSERT_EQ(second.status, 0) << second.err;
+  EXPECT_EQ(runs_executed(second.err), 1) << second.err;
+  EXPECT_EQ(kiln_split(machine_b.path(), "run --rm app:2 cat /seen").out, "v1\nv2\n");
+
+  // Without cache-mounts=true the directory is not exported.
+  ScratchDir plain, machine_c;
+  ASSERT_EQ(build(machine_a.path(), context.path(), "--cache-to type=local,dest=" + plain.path().string()).status, 0);
+  write_dockerfile("v3");
+  const auto third = build(machine_c.path(), context.path(), "-t app:3 --cache-from type=local,src=" + plain.path().string());
+  ASSERT_EQ(third.status, 0) << third.err;
+  EXPECT_EQ(kiln_split(machine_c.path(), "run --rm app:3 cat /seen").out, "v3\n");
+}
+
 TEST_F(BuildCacheE2E, ALocalCacheDirectoryRestoredElsewhereHitsEveryStep) {
   ScratchDir machine_a, context_a, saved, machine_b, context_b, restored;
   write_context(context_a.path(), "app v1\n", 1'600'000'000);

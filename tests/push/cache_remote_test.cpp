@@ -137,7 +137,7 @@ class CacheRemoteTest : public ::testing::Test {
   }
 
   CacheRecord record(int n, const oci::Descriptor& layer) {
-    return {key(n), Digest::sha256_of("diff " + layer.digest.str()), layer, "2024-01-0" + std::to_string(n % 9 + 1) + "T00:00:00Z"};
+    return {key(n), Digest::sha256_of("diff " + layer.digest.str()), layer, "2024-01-0" + std::to_string(n % 9 + 1) + "T00:00:00Z", {}};
   }
 
   // The manifest and config store_cache_manifest() wrote.
@@ -428,7 +428,7 @@ TEST_F(CacheRemoteTest, AMissingLayoutIsEmptyAndABrokenOneAnError) {
 TEST_F(CacheRemoteTest, RecordsAreConvertedToTheWantedCompression) {
   const std::string tar(1024, '\0');  // an empty tar: two zero blocks
   const auto plain = add_layer(tar, oci::kOciLayer);
-  const CacheRecord original{key(1), Digest::sha256_of(tar), plain, "2024-01-01T00:00:00Z"};
+  const CacheRecord original{key(1), Digest::sha256_of(tar), plain, "2024-01-01T00:00:00Z", {}};
   auto zstd = records_in_compression(*store_, {original}, cache::LayerCompression::zstd, 1);
   ASSERT_TRUE(zstd.ok()) << zstd.error().message;
   ASSERT_EQ(zstd->size(), 1u);
