@@ -12,6 +12,8 @@
 #include <map>
 #include <utility>
 
+#include "common/path.h"
+
 namespace kiln::cache {
 namespace fs = std::filesystem;
 
@@ -41,19 +43,7 @@ std::string_view base_name(std::string_view path) {
 // ("" for the root). nullopt when it climbs above the root.
 std::optional<std::vector<std::string>> clean_components(std::string_view source) {
   std::vector<std::string> parts;
-  std::size_t start = 0;
-  while (start <= source.size()) {
-    auto end = source.find('/', start);
-    if (end == std::string_view::npos) end = source.size();
-    const std::string_view part = source.substr(start, end - start);
-    if (part == "..") {
-      if (parts.empty()) return std::nullopt;
-      parts.pop_back();
-    } else if (!part.empty() && part != ".") {
-      parts.emplace_back(part);
-    }
-    start = end + 1;
-  }
+  if (!append_clean_components(parts, source, /*clamp_at_root=*/false)) return std::nullopt;
   return parts;
 }
 

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "common/fd.h"
+#include "common/path.h"
 
 namespace kiln::executor {
 namespace fs = std::filesystem;
@@ -35,18 +36,7 @@ namespace {
 // at the root (BuildKit's fs.RootPath does the same to a destination).
 std::vector<std::string> clean_components(std::string_view path) {
   std::vector<std::string> parts;
-  std::size_t start = 0;
-  while (start <= path.size()) {
-    auto end = path.find('/', start);
-    if (end == std::string_view::npos) end = path.size();
-    const std::string_view part = path.substr(start, end - start);
-    if (part == "..") {
-      if (!parts.empty()) parts.pop_back();
-    } else if (!part.empty() && part != ".") {
-      parts.emplace_back(part);
-    }
-    start = end + 1;
-  }
+  append_clean_components(parts, path, /*clamp_at_root=*/true);
   return parts;
 }
 
@@ -500,19 +490,7 @@ ArchivePtr open_tar(int fd, archive_entry** first) {
 // destination is its root, as in Docker's chrooted untar); climbing out is nullopt.
 std::optional<std::string> contained_name(std::string_view name, std::string_view relative_to = {}) {
   std::vector<std::string> parts = clean_components(relative_to);
-  std::size_t start = 0;
-  while (start <= name.size()) {
-    auto end = name.find('/', start);
-    if (end == std::string_view::npos) end = name.size();
-    const std::string_view part = name.substr(start, end - start);
-    if (part == "..") {
-      if (parts.empty()) return std::nullopt;
-      parts.pop_back();
-    } else if (!part.empty() && part != ".") {
-      parts.emplace_back(part);
-    }
-    start = end + 1;
-  }
+  if (!append_clean_components(parts, name, /*clamp_at_root=*/false)) return std::nullopt;
   return join_components(parts, parts.size());
 }
 

@@ -1,0 +1,18 @@
+// Lexical path cleaning, as Go's path.Clean resolves `/`-separated paths: what COPY
+// sources, destinations and archive member names are cleaned with.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kiln {
+
+/// Appends the components of `path` to `parts`: empty and `.` components are dropped and
+/// `..` removes the last part, so a leading `/` means nothing (the path is taken relative
+/// to whatever `parts` names). A `..` with no part left to remove is ignored when
+/// `clamp_at_root` (BuildKit's fs.RootPath), else the path climbs out: returns false, and
+/// `parts` is then partly changed. Pure; never throws beyond allocation.
+bool append_clean_components(std::vector<std::string>& parts, std::string_view path, bool clamp_at_root);
+
+}  // namespace kiln

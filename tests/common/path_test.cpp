@@ -1,0 +1,27 @@
+#include "common/path.h"
+
+#include <gtest/gtest.h>
+
+namespace kiln {
+namespace {
+
+using Parts = std::vector<std::string>;
+
+TEST(PathTest, CleansLikeGoPathClean) {
+  Parts parts;
+  EXPECT_TRUE(append_clean_components(parts, "/a//b/./c/../d/", false));
+  EXPECT_EQ(parts, (Parts{"a", "b", "d"}));
+  EXPECT_TRUE(append_clean_components(parts, "../../e", false));  // relative to what parts names
+  EXPECT_EQ(parts, (Parts{"a", "e"}));
+}
+
+TEST(PathTest, ClimbingOutIsAnErrorUnlessClamped) {
+  Parts parts{"a"};
+  EXPECT_FALSE(append_clean_components(parts, "../../x", false));
+  Parts clamped{"a"};
+  EXPECT_TRUE(append_clean_components(clamped, "../../x", true));
+  EXPECT_EQ(clamped, (Parts{"x"}));
+}
+
+}  // namespace
+}  // namespace kiln
