@@ -27,19 +27,7 @@ registry_pid= containerd_pid= dockerd_pid=
 have_docker=0
 source "$(dirname "$0")/common.sh"  # stop_pid, drop_caches, median, best, the peers' commands
 
-cleanup() {
-  if ((have_docker)); then
-    docker_cmd image ls -aq 2>/dev/null | xargs -r /usr/bin/docker -H "unix://$work/docker.sock" rmi -f >/dev/null 2>&1 || true
-  fi
-  stop_pid "$dockerd_pid"
-  stop_pid "$containerd_pid"
-  stop_pid "$registry_pid"
-  reset_buildah 2>/dev/null || true
-  # dockerd and buildah leave overlay and shm mounts below their roots.
-  grep -o " $work[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_peers_and_clean EXIT
 
 # --- the tools -------------------------------------------------------------------------------
 

@@ -112,3 +112,18 @@ DOCKERFILE
   time_it "$kiln" --root "$work/base-store" push --insecure-registry "127.0.0.1:$port" "$base_ref" >/dev/null
   rm -rf "$work/base-store"
 }
+
+# The EXIT trap of the benchmarks that compare with the peers: Docker's images, dockerd,
+# containerd, the registry and buildah's store go, and $work with them. dockerd and buildah
+# leave overlay and shm mounts below their roots: those are unmounted first.
+stop_peers_and_clean() {
+  if ((${have_docker:-0})); then
+    docker_cmd image ls -aq 2>/dev/null | xargs -r /usr/bin/docker -H "unix://$work/docker.sock" rmi -f >/dev/null 2>&1 || true
+  fi
+  stop_pid "${dockerd_pid:-}"
+  stop_pid "${containerd_pid:-}"
+  stop_pid "${registry_pid:-}"
+  reset_buildah 2>/dev/null || true
+  grep -o " $work[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}
