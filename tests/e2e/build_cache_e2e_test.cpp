@@ -20,8 +20,6 @@ namespace {
 
 using json = nlohmann::json;
 
-const std::string kNoCredentials = "DOCKER_CONFIG=/nonexistent/kiln-e2e";
-
 // Two stages: `deps` (a RUN that must not rerun on another machine) and the final stage
 // that copies from it and from the context.
 const std::string kDockerfile = R"(FROM {BASE} AS deps
@@ -38,18 +36,11 @@ CMD ["cat", "/opt/all.txt"]
 
 class BuildCacheE2E : public ::testing::Test {
  protected:
-  void SetUp() override {
-    base_ = registry_.address() + "/test/busybox:1";
-    push_image(base_rootfs(), "docker://" + base_);
-    cache_ref_ = registry_.address() + "/team/app:buildcache";
-  }
+  void SetUp() override { cache_ref_ = images_.registry.address() + "/team/app:buildcache"; }
 
   // Writes the context into `dir`, every file with mtime `mtime`.
   void write_context(const fs::path& dir, const std::string& app, std::time_t mtime) {
-    std::string dockerfile = kDockerfile;
-    for (auto at = dockerfile.find("{BASE}"); at != std::string::npos; at = dockerfile.find("{BASE}")) {
-      dockerfile.replace(at, 6, base_);
-    }
+    const std::string dockerfile = with_base(kDockerfile, images_.base);
     const std::map<std::string, std::string> files = {
         {"Dockerfile", dockerfile}, {"lib.txt", "lib\n"}, {"app.txt", app}};
     for (const auto& [name, text] : files) {
@@ -60,7 +51,7 @@ class BuildCacheE2E : public ::testing::Test {
   }
 
   SplitOutcome build(const fs::path& store, const fs::path& context, const std::string& flags) {
-    return kiln_split(store, "build --progress plain --insecure-registry " + registry_.address() + " " + flags + " " +
+    return kiln_split(store, "build --progress plain --insecure-registry " + images_.registry.address() + " " + flags + " " +
                                  context.string(),
                       kNoCredentials);
   }
@@ -86,8 +77,7 @@ class BuildCacheE2E : public ::testing::Test {
     return executed;
   }
 
-  Registry registry_;
-  std::string base_;
+  BaseImageRegistry images_;  // a registry of its own per test, with the base
   std::string cache_ref_;
 };
 
@@ -170,7 +160,7 @@ TEST_F(BuildCacheE2E, TwoExportsToOneRefAtOnceLeaveACompleteCache) {
 TEST_F(BuildCacheE2E, AMissingCacheIsAFirstBuildAndABadSpecIsAClearError) {
   ScratchDir machine, context;
   write_context(context.path(), "x\n", 1'600'000'000);
-  const auto built = build(machine.path(), context.path(), "--cache-from " + registry_.address() + "/no/such:cache");
+  const auto built = build(machine.path(), context.path(), "--cache-from " + images_.registry.address() + "/no/such:cache");
   ASSERT_EQ(built.status, 0) << built.err;
   EXPECT_EQ(runs_executed(built.err), 3);
   const auto bad = build(machine.path(), context.path(), "--cache-to type=gha,ref=x");
@@ -196,7 +186,7 @@ TEST_F(BuildCacheE2E, CacheMountContentsTravelWithCacheMountsTrue) {
   ScratchDir machine_a, context, saved, machine_b;
   const auto write_dockerfile = [&](const std::string& version) {
     std::ofstream(context.path() / "Dockerfile")
-        << "FROM " << base_ << "\nRUN --mount=type=cache,target=/var/cache/app,id=app "
+        << "FROM " << images_.base << "\nRUN --mount=type=cache,target=/var/cache/app,id=app "
         << "echo " << version << " >> /var/cache/app/seen && cp /var/cache/app/seen /seen\n";
   };
   write_dockerfile("v1");
@@ -300,7 +290,7 @@ TEST_F(BuildCacheE2E, CacheLayersAreExportedInTheAskedCompression) {
 // that image with a plain --cache-from REF. mode=min: only the final stage's steps.
 TEST_F(BuildCacheE2E, AnInlineCacheInThePushedImageServesTheNextBuild) {
   ScratchDir machine_a, context_a, machine_b, context_b;
-  const std::string image = registry_.address() + "/team/app:1";
+  const std::string image = images_.registry.address() + "/team/app:1";
   write_context(context_a.path(), "app v1\n", 1'600'000'000);
   const auto first = build(machine_a.path(), context_a.path(),
                            "-t " + image + " --push --cache-to type=inline --metadata-file " +

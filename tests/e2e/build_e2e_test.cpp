@@ -18,17 +18,9 @@ namespace {
 
 using json = nlohmann::json;
 
-const std::string kNoCredentials = "DOCKER_CONFIG=/nonexistent/kiln-e2e";
-
-struct World {
-  Registry registry;
-  std::string base;  // base_rootfs() as a one-layer image in `registry`
+// The base image, and one store shared by the tests that need no store of their own.
+struct World : BaseImageRegistry {
   ScratchDir store;
-
-  World() {
-    base = registry.address() + "/test/busybox:1";
-    push_image(base_rootfs(), "docker://" + base);
-  }
 };
 
 World& world() {
@@ -43,12 +35,9 @@ class Context {
   Context(std::initializer_list<std::pair<std::string, std::string>> files) {
     for (const auto& [name, text] : files) write(name, text);
   }
-  void write(const std::string& name, std::string text) {
-    for (auto at = text.find("{BASE}"); at != std::string::npos; at = text.find("{BASE}")) {
-      text.replace(at, 6, world().base);
-    }
+  void write(const std::string& name, const std::string& text) {
     fs::create_directories((dir_ / name).parent_path());
-    std::ofstream(dir_ / name, std::ios::binary) << text;
+    std::ofstream(dir_ / name, std::ios::binary) << e2e::with_base(text, world().base);
   }
   fs::path path() const { return dir_.path(); }
   std::string str() const { return dir_.path().string(); }
@@ -57,10 +46,7 @@ class Context {
   ScratchDir dir_;
 };
 
-std::string with_base(std::string text) {
-  for (auto at = text.find("{BASE}"); at != std::string::npos; at = text.find("{BASE}")) text.replace(at, 6, world().base);
-  return text;
-}
+std::string with_base(const std::string& text) { return e2e::with_base(text, world().base); }
 
 SplitOutcome build(const std::string& args, const std::string& env = kNoCredentials,
                    const std::optional<std::string>& input = std::nullopt) {

@@ -29,27 +29,12 @@ namespace {
 
 using json = nlohmann::json;
 
-const std::string kNoCredentials = "DOCKER_CONFIG=/nonexistent/kiln-e2e";
-
-struct World {
-  Registry registry;
-  std::string base;  // base_rootfs() as a one-layer image in `registry`
-
-  World() {
-    base = registry.address() + "/test/busybox:1";
-    push_image(base_rootfs(), "docker://" + base);
-  }
-};
-
-World& world() {
-  static World instance;
+BaseImageRegistry& world() {
+  static BaseImageRegistry instance;
   return instance;
 }
 
-std::string with_base(std::string text) {
-  for (auto at = text.find("{BASE}"); at != std::string::npos; at = text.find("{BASE}")) text.replace(at, 6, world().base);
-  return text;
-}
+std::string with_base(const std::string& text) { return e2e::with_base(text, world().base); }
 
 // A build context directory (under /var/tmp) with `files`: relative path -> contents;
 // `{BASE}` in them is the base image's reference.

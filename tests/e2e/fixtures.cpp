@@ -207,10 +207,21 @@ std::vector<std::string> tree_differences(const fs::path& expected, const fs::pa
   return differences;
 }
 
+BaseImageRegistry::BaseImageRegistry() : base(registry.address() + "/test/busybox:1") {
+  push_image(base_rootfs(), "docker://" + base);
+}
+
+std::string with_base(std::string text, const std::string& base) {
+  for (auto at = text.find("{BASE}"); at != std::string::npos; at = text.find("{BASE}", at + base.size())) {
+    text.replace(at, 6, base);
+  }
+  return text;
+}
+
 testing::CommandOutcome kiln(const fs::path& root, const std::string& args, const std::string& env) {
   // Without an explicit environment, no credentials at all: the machine's own
   // ~/.docker/config.json must not change what a test sees.
-  const std::string environment = env.empty() ? "DOCKER_CONFIG=/nonexistent/kiln-e2e" : env;
+  const std::string environment = env.empty() ? kNoCredentials : env;
   return testing::run_command(environment + " " + KILN_BINARY + std::string(" --root ") + root.string() + " " +
                               args + " 2>&1");
 }
@@ -228,7 +239,7 @@ SplitOutcome kiln_split(const fs::path& root, const std::string& args, const std
     std::ofstream(dir / "stdin", std::ios::binary) << *input;
     stdin_redirect = "< " + (dir / "stdin").string();
   }
-  const std::string environment = env.empty() ? "DOCKER_CONFIG=/nonexistent/kiln-e2e" : env;
+  const std::string environment = env.empty() ? kNoCredentials : env;
   const auto outcome = testing::run_command(environment + " " + KILN_BINARY + std::string(" --root ") + root.string() +
                                             " " + args + " " + stdin_redirect + " 2>" + err.string());
   return {outcome.output, testing::read_file(err), outcome.status};

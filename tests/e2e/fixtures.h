@@ -113,6 +113,20 @@ void push_image(const fs::path& rootfs, const std::string& reference, const std:
 /// contents, which paths are hardlinks of each other), one line each; empty when equal.
 std::vector<std::string> tree_differences(const fs::path& expected, const fs::path& actual);
 
+/// The environment kiln() and kiln_split() give kiln when the caller names none: no Docker
+/// credentials at all, so the machine's own ~/.docker/config.json changes nothing a test sees.
+inline const std::string kNoCredentials = "DOCKER_CONFIG=/nonexistent/kiln-e2e";
+
+/// A Registry holding base_rootfs() as the one-layer image `base`: the FROM of build tests.
+struct BaseImageRegistry {
+  BaseImageRegistry();
+  Registry registry;
+  std::string base;  // "<registry>/test/busybox:1"
+};
+
+/// `text` with every `{BASE}` replaced by `base` (Dockerfiles written before the port is known).
+std::string with_base(std::string text, const std::string& base);
+
 /// The kiln binary with a private store: `kiln --root <root> <args>` and its output
 /// (stdout and stderr). `env` is prefixed as shell assignments; when empty, the
 /// command runs with no Docker credentials.
