@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -385,10 +386,21 @@ std::optional<std::string> probe_overlay(const fs::path& scratch_parent) {
 
 }  // namespace
 
+std::vector<fs::path> distinct_lower_dirs(const std::vector<fs::path>& lower_dirs) {
+  std::vector<fs::path> distinct;
+  std::set<fs::path> seen;
+  for (const auto& dir : lower_dirs) {
+    fs::path normal = fs::absolute(dir).lexically_normal();
+    if (seen.insert(normal).second) distinct.push_back(std::move(normal));
+  }
+  return distinct;
+}
+
 Result<void> copy_layers(const std::vector<fs::path>& lower_dirs, const fs::path& dest) {
   UniqueFd dest_fd(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dest_fd) return sys_error("open", dest.string());
-  for (auto layer = lower_dirs.rbegin(); layer != lower_dirs.rend(); ++layer) {
+  const std::vector<fs::path> layers = distinct_lower_dirs(lower_dirs);
+  for (auto layer = layers.rbegin(); layer != layers.rend(); ++layer) {
     UniqueFd layer_fd(::open(layer->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!layer_fd) return sys_error("open", layer->string());
     LayerCopier copier(dest_fd.get(), layer->string());

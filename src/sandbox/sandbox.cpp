@@ -197,6 +197,13 @@ Result<void> add_user_mounts(PreparedRun& run, const RunSpec& spec) {
   return {};
 }
 
+// The overlay's lower dirs as overlayfs is given them: absolute, each layer once.
+std::vector<std::string> lower_dir_strings(const OverlayRootfs& overlay) {
+  std::vector<std::string> lowers;
+  for (const auto& lower : distinct_lower_dirs(overlay.lower_dirs)) lowers.push_back(lower.string());
+  return lowers;
+}
+
 // overlayfs' own escaping in its option string.
 std::string escape_overlay_path(std::string_view path) {
   std::string escaped;
@@ -274,8 +281,7 @@ Result<void> prepare_rootfs(PreparedRun& run, const RunSpec& spec) {
     return {};
   }
   const auto& overlay = std::get<OverlayRootfs>(spec.rootfs);
-  std::vector<std::string> lowers;
-  for (const auto& lower : overlay.lower_dirs) lowers.push_back(fs::absolute(lower).string());
+  std::vector<std::string> lowers = lower_dir_strings(overlay);
   if (lowers.empty()) {  // overlayfs needs a lower layer: an empty image is an empty one
     const fs::path empty = spec.state_dir / "empty-lower";
     if (auto made = make_directory(empty); !made) return sandbox_error(made.error().message);
@@ -722,8 +728,7 @@ Result<ExitStatus> run(const RunSpec& spec) {
 }
 
 Result<void> mount_overlay(const OverlayRootfs& overlay, const fs::path& target) {
-  std::vector<std::string> lowers;
-  for (const auto& lower : overlay.lower_dirs) lowers.push_back(fs::absolute(lower).string());
+  const std::vector<std::string> lowers = lower_dir_strings(overlay);
   if (mount_overlay_with_fsconfig(overlay, lowers, target)) return {};
   std::string options = overlay_options(lowers, overlay);
   if (overlay.upper_dir.empty()) options = options.substr(0, options.find(",upperdir="));

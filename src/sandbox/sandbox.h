@@ -47,11 +47,20 @@ enum class Network {
 /// An overlay of read-only layer directories with a writable upper directory.
 struct OverlayRootfs {
   std::vector<std::filesystem::path> lower_dirs;  // top-most layer first (overlayfs' order);
-                                                  // empty means an empty image
+                                                  // empty means an empty image; may repeat a
+                                                  // layer (see distinct_lower_dirs)
   std::filesystem::path upper_dir;                // exists; receives every change
   std::filesystem::path work_dir;                 // exists, empty, on upper_dir's filesystem
   bool user_xattr = false;  // mount with `userxattr` (rootless: opaque marks are user.overlay.*)
 };
+
+/// `lower_dirs` (top-most first) with each directory kept only where it first appears, i.e.
+/// its top-most occurrence. An image's layer list may repeat a layer (every RUN that changes
+/// no file has the same empty layer; Docker and BuildKit keep one diff ID per step), but
+/// overlayfs refuses a lowerdir given twice (ELOOP), and a lower copy of a layer cannot change
+/// the merged view: everything it holds is hidden or restated by the copy above it. Paths are
+/// compared after making them absolute and lexically normal.
+std::vector<std::filesystem::path> distinct_lower_dirs(const std::vector<std::filesystem::path>& lower_dirs);
 
 /// A plain directory that is the whole root filesystem (the copy-based fallback).
 struct DirectoryRootfs {
