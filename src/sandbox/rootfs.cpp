@@ -391,6 +391,7 @@ std::vector<fs::path> distinct_lower_dirs(const std::vector<fs::path>& lower_dir
   std::set<fs::path> seen;
   for (const auto& dir : lower_dirs) {
     fs::path normal = fs::absolute(dir).lexically_normal();
+    if (!normal.has_filename()) normal = normal.parent_path();  // "/s/mid/" is "/s/mid"
     if (seen.insert(normal).second) distinct.push_back(std::move(normal));
   }
   return distinct;

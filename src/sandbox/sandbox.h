@@ -59,7 +59,7 @@ struct OverlayRootfs {
 /// no file has the same empty layer; Docker and BuildKit keep one diff ID per step), but
 /// overlayfs refuses a lowerdir given twice (ELOOP), and a lower copy of a layer cannot change
 /// the merged view: everything it holds is hidden or restated by the copy above it. Paths are
-/// compared after making them absolute and lexically normal.
+/// compared after making them absolute and lexically normal, without a trailing slash.
 std::vector<std::filesystem::path> distinct_lower_dirs(const std::vector<std::filesystem::path>& lower_dirs);
 
 /// A plain directory that is the whole root filesystem (the copy-based fallback).

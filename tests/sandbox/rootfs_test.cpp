@@ -325,6 +325,34 @@ TEST_F(CopyLayersTest, WhFilesWhiteOutAndMakeOpaqueLikeOverlayMarks) {
   }
 }
 
+// A layer list may repeat a layer (an image's diff IDs do); the top-most copy decides.
+TEST(DistinctLowerDirs, KeepsTheTopMostOccurrenceOfEachDirectory) {
+  const std::vector<fs::path> lowers{"/s/top", "/s/mid", "/s/./top", "/s/bottom", "/s/mid/"};
+  EXPECT_EQ(distinct_lower_dirs(lowers), (std::vector<fs::path>{"/s/top", "/s/mid", "/s/bottom"}));
+}
+
+TEST_F(CopyLayersTest, ALayerRepeatedBelowChangesNeitherTheOverlayNorTheCopy) {
+  TempDir base;
+  const auto layers = build_layers(base.path(), Marks::overlay);
+  ReadOnlyOverlay reference(layers, base / "reference", false);
+  ASSERT_TRUE(reference.mounted()) << reference.error();
+  const Tree expected = snapshot(base / "reference");
+
+  // Every layer again below the others: overlayfs alone refuses this list (ELOOP).
+  std::vector<fs::path> repeated = layers;
+  repeated.insert(repeated.end(), layers.begin(), layers.end());
+  fs::create_directories(base / "merged");
+  ASSERT_TRUE(mount_overlay(OverlayRootfs{repeated, {}, {}, false}, base / "merged"));
+  const Tree merged = snapshot(base / "merged");
+  ::umount2((base / "merged").c_str(), MNT_DETACH);
+  expect_same_tree(expected, merged);
+
+  fs::create_directory(base / "dest");
+  auto copied = copy_layers(repeated, base / "dest");
+  ASSERT_TRUE(copied) << copied.error().message;
+  expect_same_tree(expected, snapshot(base / "dest"));
+}
+
 TEST_F(CopyLayersTest, ErrorsNameThePath) {
   TempDir base;
   auto copied = copy_layers({base / "no-such-layer"}, base.path());
