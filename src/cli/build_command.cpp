@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cctype>
 #include <cstdio>
@@ -45,12 +46,14 @@
 #include "oci/platform.h"
 #include "oci/reference.h"
 #include "parser/dockerignore.h"
+#include "parser/instructions.h"
 #include "parser/parser.h"
 #include "planner/planner.h"
 #include "push/image_archive.h"
 #include "push/puller.h"
 #include "push/pusher.h"
 #include "sandbox/rootfs.h"
+#include "sandbox/sandbox.h"
 
 namespace kiln::cli {
 namespace {
@@ -82,6 +85,8 @@ struct BuildArgs {
   bool push = false;
   std::vector<std::string> cache_from;  // --cache-from: type=registry,ref=... (or a bare ref)
   std::vector<std::string> cache_to;    // --cache-to: type=registry,ref=...[,mode=min|max]
+  std::string shm_size;                 // --shm-size: a size (`128m`); empty: the default
+  std::vector<std::string> ulimits;     // --ulimit: name=soft[:hard]
 };
 
 // ---- option values ------------------------------------------------------------------------
@@ -211,6 +216,49 @@ Result<std::vector<executor::SshAgent>> parse_ssh(const std::vector<std::string>
     agents.push_back(std::move(agent));
   }
   return agents;
+}
+
+// buildx's --shm-size: a size with go-units' suffixes (`128m`, `134217728`), in bytes.
+Result<std::uint64_t> parse_shm_size(const std::string& text) {
+  if (text.empty()) return std::uint64_t{0};
+  const auto size = parser::parse_ram_size(text);
+  if (!size) return Error{"invalid argument \"" + text + "\" for \"--shm-size\" flag: invalid size: '" + text + "'"};
+  return static_cast<std::uint64_t>(*size);
+}
+
+// Go's strconv.ParseInt(text, 10, 64): an optional sign and decimal digits.
+std::optional<std::int64_t> parse_int64(std::string_view text) {
+  if (text.starts_with('+')) text.remove_prefix(1);
+  std::int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// One buildx --ulimit, `name=soft[:hard]` (hard defaults to soft; -1 is unlimited), with
+// go-units' ParseUlimit's checks and messages.
+Result<planner::Ulimit> parse_ulimit(const std::string& text) {
+  auto invalid = [&](const std::string& why) { return Error{"invalid --ulimit \"" + text + "\": " + why}; };
+  const auto equals = text.find('=');
+  if (equals == std::string::npos) return invalid("invalid ulimit argument: " + text);
+  planner::Ulimit ulimit;
+  ulimit.name = text.substr(0, equals);
+  if (!sandbox::rlimit_resource(ulimit.name)) return invalid("invalid ulimit type: " + ulimit.name);
+  const std::string values = text.substr(equals + 1);
+  const auto colon = values.find(':');
+  if (colon != std::string::npos && values.find(':', colon + 1) != std::string::npos) {
+    return invalid("too many limit value arguments - " + values + ", can only have up to two, `soft[:hard]`");
+  }
+  const auto soft = parse_int64(values.substr(0, colon));
+  const auto hard = colon == std::string::npos ? soft : parse_int64(values.substr(colon + 1));
+  if (!soft || !hard) return invalid("limits must be integers: " + values);
+  if (*hard != -1 && *soft > *hard) {
+    return invalid("ulimit soft limit must be less than or equal to hard limit: " + std::to_string(*soft) + " > " +
+                   std::to_string(*hard));
+  }
+  ulimit.soft = *soft;
+  ulimit.hard = *hard;
+  return ulimit;
 }
 
 // One `-o/--output`.
@@ -833,6 +881,7 @@ struct BuildPlanInputs {
   executor::ProgressMode progress_mode = executor::ProgressMode::auto_;
   std::vector<CacheSpec> cache_from;
   std::vector<CacheSpec> cache_to;
+  planner::RunSandbox run_sandbox;  // --shm-size, --ulimit
 };
 
 Result<BuildPlanInputs> check_flags(const BuildArgs& args) {
@@ -881,6 +930,14 @@ Result<BuildPlanInputs> check_flags(const BuildArgs& args) {
     auto spec = parse_cache_spec(text, /*export_side=*/true);
     if (!spec) return spec.error();
     inputs.cache_to.push_back(std::move(spec).value());
+  }
+  auto shm_size = parse_shm_size(args.shm_size);
+  if (!shm_size) return shm_size.error();
+  inputs.run_sandbox.shm_size = *shm_size;
+  for (const std::string& text : args.ulimits) {
+    auto ulimit = parse_ulimit(text);
+    if (!ulimit) return ulimit.error();
+    inputs.run_sandbox.ulimits.push_back(std::move(ulimit).value());
   }
   return inputs;
 }
@@ -961,6 +1018,7 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   planner::PlanOptions plan_options;
   plan_options.build_args = flags->build_args;
   plan_options.target = args.target;
+  plan_options.run_sandbox = flags->run_sandbox;
   plan_options.resolve_base = base_resolver(images);
   auto graph = planner::plan(*dockerfile, plan_options);
   if (!graph) return build_failed(progress, graph.error().message);
@@ -1080,6 +1138,9 @@ Command add_build_command(CLI::App& app, const GlobalOptions& global) {
                     "Export the build cache to a registry: type=registry,ref=REF[,mode=min|max]")
       ->allow_extra_args(false);
   build->add_flag("--push", args->push, "Push the image to its registry (--output type=image,push=true)");
+  build->add_option("--shm-size", args->shm_size, "Size of /dev/shm in RUN steps: bytes, or 128m, 1g (default: 64m)");
+  build->add_option("--ulimit", args->ulimits, "A resource limit for RUN steps: name=soft[:hard] (repeat for several)")
+      ->allow_extra_args(false);
   return {build, [&global, args] { return run_build(global, *args); }, 1, true};
 }
 

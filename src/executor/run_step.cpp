@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <stdio.h>  // renameat2
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -30,7 +31,6 @@ namespace fs = std::filesystem;
 using parser::Mount;
 using parser::MountType;
 
-constexpr std::string_view kHostname = "buildkitsandbox";  // BuildKit's, scripts may print it
 constexpr std::string_view kScriptDir = "/dev/pipes";      // where BuildKit puts a #! heredoc
 
 // ---- BuildKit's error text ----------------------------------------------------------------
@@ -535,6 +535,20 @@ Result<sandbox::ExitStatus> run_with_output(sandbox::RunSpec& spec, const RunReq
   return status;
 }
 
+// --ulimit's limits as the sandbox sets them (-1, Docker's "unlimited", is RLIM_INFINITY).
+Result<std::vector<sandbox::Rlimit>> rlimits_of(const std::vector<planner::Ulimit>& ulimits) {
+  std::vector<sandbox::Rlimit> rlimits;
+  auto value = [](std::int64_t limit) -> std::uint64_t {
+    return limit < 0 ? RLIM_INFINITY : static_cast<std::uint64_t>(limit);
+  };
+  for (const planner::Ulimit& ulimit : ulimits) {
+    const auto resource = sandbox::rlimit_resource(ulimit.name);
+    if (!resource) return Error{"invalid ulimit type: " + ulimit.name};
+    rlimits.push_back({*resource, value(ulimit.soft), value(ulimit.hard)});
+  }
+  return rlimits;
+}
+
 // Parents before children: a mount inside another mount's target must come after it.
 void sort_by_depth(std::vector<sandbox::BindMount>& binds) {
   auto depth = [](const std::string& path) { return std::count(path.begin(), path.end(), '/'); };
@@ -569,7 +583,11 @@ Result<void> run_step(const RunRequest& request) {
   spec.user = step.user;
   spec.primary_group_in_groups = true;
   spec.working_dir = step.working_dir.empty() ? std::string("/") : step.working_dir;
-  spec.hostname = std::string(kHostname);
+  spec.hostname = step.sandbox.hostname;
+  spec.shm_size_bytes = step.sandbox.shm_size;
+  auto rlimits = rlimits_of(step.sandbox.ulimits);
+  if (!rlimits) return rlimits.error();
+  spec.rlimits = std::move(rlimits).value();
   spec.network = run->network == parser::RunNetwork::none ? sandbox::Network::none : sandbox::Network::host;
   spec.binds = std::move(prepared.binds);
   spec.tmpfs = std::move(prepared.tmpfs);

@@ -62,9 +62,10 @@ struct RunRequest {
 
 /// Runs the step and waits for it. The sandbox spec: step->argv (for a heredoc `script`,
 /// the file <name>, mode 0755, in a directory bound read-only at /dev/pipes, as BuildKit;
-/// it lives in the sandbox's /dev tmpfs, never in the layer), env, user,
-/// working_dir, hostname "buildkitsandbox" (BuildKit's), network from the instruction
-/// (`--network=none` → none; default and host → host), the mounts as binds and tmpfs:
+/// it lives in the sandbox's /dev tmpfs, never in the layer), env, user, working_dir,
+/// step->sandbox (hostname, /dev/shm size, the ulimits as rlimits; an unknown ulimit name is
+/// `invalid ulimit type: NAME`), network from the instruction (`--network=none` → none;
+/// default and host → host), the mounts as binds and tmpfs:
 ///  - bind: `source` inside the tree at `target`, read-only unless `rw` (then a scratch
 ///    copy in state_dir, changes discarded); a missing source is an error naming it;
 ///  - cache: see RunRequest::cache_mounts_dir; contents never enter the layer;

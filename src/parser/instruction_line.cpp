@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <tao/pegtl.hpp>
 
+#include "parser/parser.h"
 #include "parser/shell_lexer.h"
 #include "parser/text.h"
 
@@ -384,6 +385,36 @@ Node split_instruction(std::string_view line, const LineMap& map, char escape) {
   return split(line, 0, map, escape, 0);
 }
 
+Result<std::optional<Heredoc>> parse_heredoc(std::string_view word) {
+  HeredocMarker marker;
+  peg::memory_input<peg::tracking_mode::lazy> in(word.data(), word.size(), "");
+  if (!peg::parse<heredoc_marker, marker_action>(in, marker) || marker.word.empty()) return std::optional<Heredoc>();
+
+  // The delimiter is lexed with and without quote removal: if the two differ in
+  // their number of quote characters, part of it was quoted, and the body is
+  // not to be expanded.
+  ShellLexer lexer('\\');
+  lexer.skip_unset_env = true;
+  const auto unquoted = lexer.expand_words(marker.word, no_variables());
+  if (!unquoted.ok()) return unquoted.error();
+  if (unquoted->size() != 1) return std::optional<Heredoc>();
+  lexer.raw_quotes = true;
+  const auto raw = lexer.expand_words(marker.word, no_variables());
+  if (!raw.ok()) return raw.error();
+  if (raw->size() != 1) {
+    return Error{"internal lexing of heredoc produced inconsistent results: " + std::string(marker.word)};
+  }
+  Heredoc heredoc;
+  heredoc.name = unquoted->front();
+  heredoc.chomp = marker.chomp;
+  heredoc.expand = count_quotes(unquoted->front()) == count_quotes(raw->front());
+  for (char digit : marker.fd_digits) {
+    heredoc.file_descriptor = heredoc.file_descriptor * 10 + static_cast<unsigned>(digit - '0');
+    if (heredoc.file_descriptor > 0xFFFF) break;  // not a real fd; keeps the sum bounded
+  }
+  return std::optional<Heredoc>(std::move(heredoc));
+}
+
 std::vector<Heredoc> heredocs_in_line(const Node& node, SourcePosition position) {
   const Node& target = node.trigger ? *node.trigger : node;
   if (!may_have_heredocs(target) || node.original.find("<<") == std::string::npos) return {};
@@ -399,34 +430,9 @@ std::vector<Heredoc> heredocs_in_line(const Node& node, SourcePosition position)
 
   std::vector<Heredoc> heredocs;
   for (const std::string& word : words.value()) {
-    HeredocMarker marker;
-    peg::memory_input<peg::tracking_mode::lazy> in(word.data(), word.size(), "");
-    if (!peg::parse<heredoc_marker, marker_action>(in, marker) || marker.word.empty()) continue;
-
-    // The delimiter is lexed with and without quote removal: if the two differ in
-    // their number of quote characters, part of it was quoted, and the body is
-    // not to be expanded.
-    ShellLexer lexer('\\');
-    lexer.skip_unset_env = true;
-    const auto unquoted = lexer.expand_words(marker.word, no_variables());
-    if (!unquoted.ok()) throw SyntaxError{unquoted.error().message, position};
-    if (unquoted->size() != 1) continue;
-    lexer.raw_quotes = true;
-    const auto raw = lexer.expand_words(marker.word, no_variables());
-    if (!raw.ok()) throw SyntaxError{raw.error().message, position};
-    if (raw->size() != 1) {
-      throw SyntaxError{"internal lexing of heredoc produced inconsistent results: " + std::string(marker.word),
-                        position};
-    }
-    Heredoc heredoc;
-    heredoc.name = unquoted->front();
-    heredoc.chomp = marker.chomp;
-    heredoc.expand = count_quotes(unquoted->front()) == count_quotes(raw->front());
-    for (char digit : marker.fd_digits) {
-      heredoc.file_descriptor = heredoc.file_descriptor * 10 + static_cast<unsigned>(digit - '0');
-      if (heredoc.file_descriptor > 0xFFFF) break;  // not a real fd; keeps the sum bounded
-    }
-    heredocs.push_back(std::move(heredoc));
+    auto heredoc = parse_heredoc(word);
+    if (!heredoc) throw SyntaxError{heredoc.error().message, position};
+    if (*heredoc) heredocs.push_back(std::move(**heredoc));
   }
   return heredocs;
 }

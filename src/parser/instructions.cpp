@@ -213,42 +213,6 @@ Result<std::chrono::nanoseconds> parse_go_duration(std::string_view text) {
   return std::chrono::nanoseconds(int64_t(total));
 }
 
-// go-units RAMInBytes: `64m`, `1.5g`, `512kb`, `1024` (bytes); binary multiples.
-std::optional<int64_t> parse_ram_size(std::string_view text) {
-  const size_t separator = text.find_last_of("0123456789. ");
-  if (separator == std::string_view::npos) return std::nullopt;
-  std::string_view number = text.substr(0, text[separator] == ' ' ? separator : separator + 1);
-  std::string suffix = lower(text.substr(separator + 1));
-
-  // Go's ParseFloat: decimal notation only here (no spaces, hex, inf or nan).
-  if (number.empty() || number.find_first_not_of("0123456789.eE+-") != std::string_view::npos) {
-    return std::nullopt;
-  }
-  const std::string number_text(number);
-  char* end = nullptr;
-  double size = std::strtod(number_text.c_str(), &end);
-  if (end != number_text.c_str() + number_text.size() || size < 0 || !std::isfinite(size)) {
-    return std::nullopt;
-  }
-
-  if (!suffix.empty()) {
-    if (suffix.size() > 3) return std::nullopt;
-    if (suffix[0] == 'b') {
-      if (suffix.size() > 1) return std::nullopt;
-    } else {
-      static constexpr std::string_view kUnits = "kmgtp";
-      size_t power = kUnits.find(suffix[0]);
-      if (power == std::string_view::npos) return std::nullopt;
-      if ((suffix.size() == 2 && suffix[1] != 'b') || (suffix.size() == 3 && suffix.substr(1) != "ib")) {
-        return std::nullopt;
-      }
-      size *= std::pow(1024.0, double(power + 1));
-    }
-  }
-  if (size >= 9.2233720368547758e18) return std::numeric_limits<int64_t>::max();
-  return int64_t(size);
-}
-
 // COPY/ADD --chmod: an octal number up to 07777, or a symbolic mode as chmod(1)
 // takes it (`u+x,g-w`, `a=rX`); the grammar of BuildKit's mode package.
 bool is_symbolic_mode(std::string_view s) {
@@ -1104,6 +1068,41 @@ Result<std::vector<Mount>> resolve_mounts(const RunInstruction& run, const WordE
   }
   number_ssh_sockets(mounts);
   return mounts;
+}
+
+std::optional<int64_t> parse_ram_size(std::string_view text) {
+  const size_t separator = text.find_last_of("0123456789. ");
+  if (separator == std::string_view::npos) return std::nullopt;
+  std::string_view number = text.substr(0, text[separator] == ' ' ? separator : separator + 1);
+  std::string suffix = lower(text.substr(separator + 1));
+
+  // Go's ParseFloat: decimal notation only here (no spaces, hex, inf or nan).
+  if (number.empty() || number.find_first_not_of("0123456789.eE+-") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  const std::string number_text(number);
+  char* end = nullptr;
+  double size = std::strtod(number_text.c_str(), &end);
+  if (end != number_text.c_str() + number_text.size() || size < 0 || !std::isfinite(size)) {
+    return std::nullopt;
+  }
+
+  if (!suffix.empty()) {
+    if (suffix.size() > 3) return std::nullopt;
+    if (suffix[0] == 'b') {
+      if (suffix.size() > 1) return std::nullopt;
+    } else {
+      static constexpr std::string_view kUnits = "kmgtp";
+      size_t power = kUnits.find(suffix[0]);
+      if (power == std::string_view::npos) return std::nullopt;
+      if ((suffix.size() == 2 && suffix[1] != 'b') || (suffix.size() == 3 && suffix.substr(1) != "ib")) {
+        return std::nullopt;
+      }
+      size *= std::pow(1024.0, double(power + 1));
+    }
+  }
+  if (size >= 9.2233720368547758e18) return std::numeric_limits<int64_t>::max();
+  return int64_t(size);
 }
 
 }  // namespace kiln::parser

@@ -266,4 +266,9 @@ using WordExpander = std::function<Result<std::string>(std::string_view word)>;
 Result<std::vector<Mount>> resolve_mounts(const RunInstruction& run, const WordExpander& expand,
                                           std::string_view filename);
 
+/// go-units' RAMInBytes, which Docker's and BuildKit's size options use: `64m`, `1.5g`,
+/// `512kb`, `1024` (bytes); binary multiples, suffixes case-insensitive; sizes beyond
+/// int64 saturate. nullopt when `text` is not a size. Pure.
+std::optional<int64_t> parse_ram_size(std::string_view text);
+
 }  // namespace kiln::parser

@@ -1,6 +1,7 @@
 // The parser's entry points: text in, AST out, and BuildKit's dump format.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -24,5 +25,12 @@ std::string dump(const Dockerfile& dockerfile);
 /// positions, the JSON-form attribute, directives, warnings). For golden tests
 /// and for looking at what the parser saw (`kiln parse --json`).
 std::string to_json(const Dockerfile& dockerfile);
+
+/// BuildKit's ParseHeredoc: `word` as a whole is a heredoc marker (`<<EOF`, `<<-"EOF"`,
+/// `3<<EOF`; BuildKit's `^(\d*)<<(-?)\s*([^<]*)$` whose rest lexes as exactly one shell
+/// word), with the delimiter's name, chomp, expand and fd set and no content; nullopt when
+/// it is not one (`<<EOF sh > out` is not: its rest is several words). Errors: the
+/// delimiter cannot be lexed. Pure.
+Result<std::optional<Heredoc>> parse_heredoc(std::string_view word);
 
 }  // namespace kiln::parser

@@ -531,6 +531,17 @@ void make_dumpable(nlohmann::json& value) {
   }
 }
 
+// A RUN's sandbox settings, each only when it is not the default, so that the keys
+// of builds that set none are those of earlier kiln versions.
+void add_sandbox_json(const RunSandbox& sandbox, nlohmann::json& out) {
+  if (sandbox.hostname != RunSandbox::kDefaultHostname) out["hostname"] = sandbox.hostname;
+  if (sandbox.shm_size != 0) out["shm_size"] = sandbox.shm_size;
+  if (sandbox.ulimits.empty()) return;
+  nlohmann::json ulimits = nlohmann::json::array();
+  for (const Ulimit& ulimit : sandbox.ulimits) ulimits.push_back({ulimit.name, ulimit.soft, ulimit.hard});
+  out["ulimits"] = ulimits;
+}
+
 // The canonical definition of a layer step: everything the planner knows that
 // can change its output, and nothing else (never proxies, never text for humans).
 std::string definition_of(const Step& step, const oci::Platform& platform) {
@@ -549,6 +560,7 @@ std::string definition_of(const Step& step, const oci::Platform& platform) {
     out["network"] = name_of(run->network);
     out["security"] = name_of(run->security);
     if (step.script) out["script"] = {step.script->first, step.script->second};
+    add_sandbox_json(step.sandbox, out);
   } else if (auto* copy = std::get_if<parser::CopyInstruction>(&step.instruction)) {
     out["action"] = "copy";
     out["files"] = files_json(copy->files);
@@ -579,13 +591,11 @@ std::string definition_of(const Step& step, const oci::Platform& platform) {
 }
 
 // BuildKit's single-heredoc check (parser.MustParseHeredoc): the whole command
-// is one `[n]<<[-]NAME` word.
+// is one `[n]<<[-]NAME` marker. `<<EOF sh > out` is not: the shell runs it, the
+// body being `sh`'s stdin.
 bool is_lone_heredoc(std::string_view command) {
-  size_t i = 0;
-  while (i < command.size() && std::isdigit(static_cast<unsigned char>(command[i]))) ++i;
-  if (command.substr(i, 2) != "<<") return false;
-  std::string_view rest = command.substr(i + 2);
-  return !rest.empty() && rest.find('<') == std::string_view::npos;
+  auto heredoc = parser::parse_heredoc(command);
+  return heredoc.ok() && heredoc->has_value();
 }
 
 std::string chomp(std::string_view data) {
@@ -990,6 +1000,17 @@ class StageDispatcher {
     step.argv = run.command.prepend_shell ? with_shell(state, args) : args;
   }
 
+  // dockerui's rule: a non-empty BUILDKIT_SANDBOX_HOSTNAME build arg wins over the
+  // hostname attribute (declared or not: it is read from the build args themselves).
+  RunSandbox run_sandbox() const {
+    RunSandbox sandbox = options_.run_sandbox;
+    if (auto arg = options_.build_args.find("BUILDKIT_SANDBOX_HOSTNAME");
+        arg != options_.build_args.end() && !arg->second.empty()) {
+      sandbox.hostname = arg->second;
+    }
+    return sandbox;
+  }
+
   // BuildKit's runCommandString: `|N K=V ...` of the declared ARGs, then argv.
   std::string run_history(const StageState& state, const std::vector<std::string>& argv) const {
     std::vector<std::string> parts;
@@ -1029,6 +1050,7 @@ class StageDispatcher {
     }
     step.instruction = resolved;
     step.env = state.env;
+    step.sandbox = run_sandbox();
     run_argv(resolved, state, step);
     step.created_by = run_history(state, step.argv);
     return {};

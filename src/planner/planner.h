@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -57,6 +58,24 @@ struct BaseImageConfig {
 using BaseImageResolver =
     std::function<Result<BaseImageConfig>(const oci::Reference& reference, const oci::Platform& platform)>;
 
+/// A resource limit of RUN processes (buildx's `--ulimit name=soft[:hard]`), as BuildKit's
+/// pb.Ulimit carries it.
+struct Ulimit {
+  std::string name;       // one of Docker's names (sandbox::rlimit_resource knows them)
+  std::int64_t soft = 0;  // -1: unlimited
+  std::int64_t hard = 0;  // -1: unlimited
+};
+
+/// How every RUN's sandbox is set up beyond what its instruction says. In BuildKit these are
+/// the ExecOp's meta (hostname, ulimits) and its /dev/shm tmpfs mount, so they are in each
+/// RUN's cache key, and in no other step's (see Step::definition).
+struct RunSandbox {
+  static constexpr std::string_view kDefaultHostname = "buildkitsandbox";  // BuildKit's
+  std::string hostname = std::string(kDefaultHostname);
+  std::uint64_t shm_size = 0;  // bytes of the /dev/shm tmpfs; 0: the sandbox's default (64 MiB)
+  std::vector<Ulimit> ulimits;  // in the order given; empty: the limits kiln runs with
+};
+
 struct PlanOptions {
   /// `--build-arg`s, already resolved by the CLI (`--build-arg K` took K's
   /// value from the environment; one not set there is simply absent).
@@ -65,6 +84,9 @@ struct PlanOptions {
   std::string target;
   oci::Platform target_platform = oci::Platform::host();  // TARGETPLATFORM...
   oci::Platform build_platform = oci::Platform::host();   // BUILDPLATFORM...
+  /// `--shm-size`, `--ulimit` and BuildKit's `hostname` attribute; a non-empty
+  /// BUILDKIT_SANDBOX_HOSTNAME build arg overrides the hostname, as in BuildKit.
+  RunSandbox run_sandbox;
   /// Optional. Without it every image base is planned as an empty config
   /// (only the default PATH), so `$VAR`s that the image's ENV would define
   /// expand to empty and its SHELL/WORKDIR/USER are not inherited.
@@ -170,6 +192,8 @@ struct Step {
   /// `/dev/pipes/<script->first>` (read-only mount) and argv is that path.
   std::vector<std::string> argv;
   std::optional<std::pair<std::string, std::string>> script;
+  /// run: PlanOptions::run_sandbox with the hostname build arg applied.
+  RunSandbox sandbox;
   /// COPY/ADD: the destination made absolute against `working_dir` (a trailing
   /// `/` kept: it means "into the directory").
   std::string destination;
@@ -190,7 +214,9 @@ struct Step {
 
   /// Layer steps (action != config): canonical JSON of everything the planner
   /// knows that changes the layer: the stage's platform, the inputs' kinds,
-  /// and for run: argv, env, working_dir, user, mounts, network, security; for
+  /// and for run: argv, env, working_dir, user, mounts, network, security, and
+  /// those of `sandbox` that differ from RunSandbox's defaults (so keys made
+  /// without them stay as they were); for
   /// copy/add: the expanded sources, destination and flags (not env: nothing
   /// in the copy reads it); for mkdir: the path and user. Never proxy values.
   /// Config steps: empty. They have no key and are not links of the chain:

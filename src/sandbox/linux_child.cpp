@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -682,6 +683,18 @@ void set_capabilities(ChildPlan& plan, bool root) {
   if (::syscall(SYS_capset, &header, data) != 0) fail(plan, errno, {"capset", ""});
 }
 
+// Before privileges are dropped: raising a hard limit needs CAP_SYS_RESOURCE. prlimit64 is
+// the raw call (glibc's setrlimit is one too, but this file keeps to syscall()).
+void set_rlimits(ChildPlan& plan) {
+  for (std::size_t i = 0; i < plan.rlimit_count; ++i) {
+    const Rlimit& limit = plan.rlimits[i];
+    const rlimit64 value{limit.soft, limit.hard};
+    if (::syscall(SYS_prlimit64, 0, limit.resource, &value, nullptr) != 0) {
+      fail(plan, errno, {"setrlimit ", Number(static_cast<unsigned>(limit.resource)).text});
+    }
+  }
+}
+
 void drop_privileges(ChildPlan& plan, const UserHeader& user) {
   for (int capability = 0; capability <= plan.last_capability && capability < 64; ++capability) {
     if (((plan.capabilities >> capability) & 1U) != 0) continue;
@@ -744,6 +757,7 @@ void mark_descriptors_close_on_exec(const ChildPlan& plan) {
   if (::setsid() < 0) fail(plan, errno, {"setsid", ""});
   install_stdio(plan);
   if (plan.controlling_terminal && ::ioctl(0, TIOCSCTTY, 0) != 0) fail(plan, errno, {"set controlling terminal", ""});
+  set_rlimits(plan);
   drop_privileges(plan, user);
   ::umask(022);
   if (::chdir(plan.working_dir) != 0) fail(plan, errno, {"chdir ", plan.working_dir});

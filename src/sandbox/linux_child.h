@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "sandbox/sandbox.h"
+
 namespace kiln::sandbox::child {
 
 // ---- Wire formats -------------------------------------------------------------------------
@@ -131,6 +133,8 @@ struct ChildPlan {
   const char* const* exec_candidates = nullptr;  // PATH lookups, or argv[0] itself
   std::size_t candidate_count = 0;
   bool searched_path = false;  // argv[0] had no '/': candidates come from PATH
+  const Rlimit* rlimits = nullptr;  // set by the process before it drops privileges
+  std::size_t rlimit_count = 0;
   int last_capability = 40;    // /proc/sys/kernel/cap_last_cap
   std::uint64_t capabilities = 0;  // the bounding set, and a root process's caps
   long max_fd = 1024;          // the highest fd + 1 to visit without close_range()

@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -55,6 +56,7 @@ struct PreparedRun {
   std::vector<char> home_entry;
   std::vector<gid_t> groups;
   std::vector<int> keep_fds;
+  std::vector<Rlimit> rlimits;
 
   const char* keep(std::string text) { return strings.emplace_back(std::move(text)).c_str(); }
   char* keep_mutable(std::string text) { return strings.emplace_back(std::move(text)).data(); }
@@ -130,7 +132,7 @@ child::MountStep path_step(child::MountKind kind, const char* target, const char
 }
 
 // /proc, a minimal /dev, /sys and Docker's masked and read-only paths, in mounting order.
-void add_system_mounts(PreparedRun& run) {
+void add_system_mounts(PreparedRun& run, const RunSpec& spec) {
   auto& mounts = run.mounts;
   auto system = [](child::MountStep step) {
     step.no_symlinks = true;  // an image's /proc -> / must not redirect the kernel's files
@@ -151,8 +153,9 @@ void add_system_mounts(PreparedRun& run) {
                                        "newinstance,ptmxmode=0666,mode=0620,gid=5"));
   devpts.retry_data = "newinstance,ptmxmode=0666,mode=0620";  // gid 5 may not be mapped (rootless)
   mounts.push_back(devpts);
+  const std::uint64_t shm_size = spec.shm_size_bytes != 0 ? spec.shm_size_bytes : kDefaultShmSize;
   mounts.push_back(system(filesystem_step("/dev/shm", "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                                          "mode=1777,size=65536k")));
+                                          run.keep("mode=1777,size=" + std::to_string(shm_size)))));
   auto mqueue = system(filesystem_step("/dev/mqueue", "mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC));
   mqueue.optional = true;
   mounts.push_back(mqueue);
@@ -370,7 +373,7 @@ Result<std::unique_ptr<PreparedRun>> prepare(const RunSpec& spec) {
   auto run = std::make_unique<PreparedRun>();
   auto& plan = run->plan;
   if (auto rootfs = prepare_rootfs(*run, spec); !rootfs) return rootfs.error();
-  add_system_mounts(*run);
+  add_system_mounts(*run, spec);
   add_etc_files(*run, spec);
   if (auto user_mounts = add_user_mounts(*run, spec); !user_mounts) return user_mounts.error();
   plan.mounts = run->mounts.data();
@@ -388,6 +391,9 @@ Result<std::unique_ptr<PreparedRun>> prepare(const RunSpec& spec) {
   plan.hostname = run->keep(spec.hostname);
   plan.working_dir = run->keep(*working_dir);
   prepare_command(*run, spec);
+  run->rlimits = spec.rlimits;
+  plan.rlimits = run->rlimits.data();
+  plan.rlimit_count = run->rlimits.size();
   plan.last_capability = last_capability();
   plan.capabilities = kDefaultCapabilities;
   const long open_max = ::sysconf(_SC_OPEN_MAX);
@@ -737,6 +743,20 @@ Result<void> mount_overlay(const OverlayRootfs& overlay, const fs::path& target)
     return sys_error("mount overlay on", target.string());
   }
   return {};
+}
+
+std::optional<int> rlimit_resource(std::string_view docker_name) {
+  static constexpr std::pair<std::string_view, int> kNames[] = {
+      {"core", RLIMIT_CORE},         {"cpu", RLIMIT_CPU},       {"data", RLIMIT_DATA},
+      {"fsize", RLIMIT_FSIZE},       {"locks", RLIMIT_LOCKS},   {"memlock", RLIMIT_MEMLOCK},
+      {"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE},     {"nofile", RLIMIT_NOFILE},
+      {"nproc", RLIMIT_NPROC},       {"rss", RLIMIT_RSS},       {"rtprio", RLIMIT_RTPRIO},
+      {"rttime", RLIMIT_RTTIME},     {"sigpending", RLIMIT_SIGPENDING}, {"stack", RLIMIT_STACK},
+  };
+  for (const auto& [name, resource] : kNames) {
+    if (name == docker_name) return resource;
+  }
+  return std::nullopt;
 }
 
 }  // namespace kiln::sandbox

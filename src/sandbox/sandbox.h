@@ -32,6 +32,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -82,6 +83,23 @@ struct TmpfsMount {
   std::uint64_t size_bytes = 0;   // 0: the kernel's default (half of RAM)
 };
 
+/// A resource limit of the process (setrlimit(2)), set before it drops its privileges, so a
+/// hard limit may also be raised.
+struct Rlimit {
+  int resource = 0;        // RLIMIT_*
+  std::uint64_t soft = 0;  // RLIM_INFINITY: unlimited
+  std::uint64_t hard = 0;
+};
+
+/// The RLIMIT_* of one of Docker's ulimit names (`core`, `cpu`, `data`, `fsize`, `locks`,
+/// `memlock`, `msgqueue`, `nice`, `nofile`, `nproc`, `rss`, `rtprio`, `rttime`,
+/// `sigpending`, `stack`: go-units' list, RLIMIT_ + the name upper-cased); nullopt for any
+/// other name.
+std::optional<int> rlimit_resource(std::string_view docker_name);
+
+/// The size of /dev/shm when RunSpec::shm_size_bytes is 0: 64 MiB, Docker's and BuildKit's.
+inline constexpr std::uint64_t kDefaultShmSize = 64ULL << 20;
+
 struct RunSpec {
   Rootfs rootfs;
   // A private directory of the caller's for this run (must exist). The sandbox writes the
@@ -106,6 +124,9 @@ struct RunSpec {
   Network network = Network::host;
   std::vector<BindMount> binds;
   std::vector<TmpfsMount> tmpfs;
+  std::uint64_t shm_size_bytes = 0;  // the /dev/shm tmpfs's size; 0: kDefaultShmSize
+  // Applied in order; a resource not named keeps the caller's limits.
+  std::vector<Rlimit> rlimits;
 
   // The process's stdio: the caller's descriptors, passed through as they are (so output
   // streams straight out, never buffered by kiln). -1 means the container's /dev/null. The

@@ -65,4 +65,24 @@ TEST(Cli, DumpAndJsonOutputsDiffer) {
   EXPECT_NE(json.output.find("\"content\": \"echo hi\\n\""), std::string::npos) << json.output;
 }
 
+// --shm-size and --ulimit are checked (go-units' rules and messages) before any work starts.
+TEST(Cli, BuildRejectsBadShmSizeAndUlimitValues) {
+  const auto help = kiln("build --help");
+  EXPECT_NE(help.output.find("--shm-size"), std::string::npos) << help.output;
+  EXPECT_NE(help.output.find("--ulimit"), std::string::npos) << help.output;
+  auto r = kiln("build --shm-size 12x /nonexistent");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.output, "kiln: error: invalid argument \"12x\" for \"--shm-size\" flag: invalid size: '12x'\n");
+  r = kiln("build --ulimit as=1 /nonexistent");
+  EXPECT_EQ(r.output, "kiln: error: invalid --ulimit \"as=1\": invalid ulimit type: as\n");
+  r = kiln("build --ulimit nofile /nonexistent");
+  EXPECT_EQ(r.output, "kiln: error: invalid --ulimit \"nofile\": invalid ulimit argument: nofile\n");
+  r = kiln("build --ulimit nofile=2:1 /nonexistent");
+  EXPECT_EQ(r.output,
+            "kiln: error: invalid --ulimit \"nofile=2:1\": ulimit soft limit must be less than or equal to hard "
+            "limit: 2 > 1\n");
+  r = kiln("build --ulimit nofile=1:2:3 /nonexistent");
+  EXPECT_NE(r.output.find("too many limit value arguments - 1:2:3"), std::string::npos) << r.output;
+}
+
 }  // namespace

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "parser/parser.h"
 #include "support.h"
 
 namespace kiln::executor {
@@ -230,6 +231,44 @@ TEST_F(RunStepTest, HeredocScriptFailureNamesTheScriptPath) {
   const auto outcome = run(step);
   ASSERT_FALSE(outcome.result.ok());
   EXPECT_EQ(outcome.result.error().message, "process \"/dev/pipes/EOT\" did not complete successfully: exit code: 4");
+}
+
+// `RUN <<EOF sh > /out` as the planner gives it: the shell reads the heredoc, the body is
+// sh's stdin, and the redirection applies to the command (BuildKit's non-lone heredoc).
+TEST_F(RunStepTest, HeredocAfterACommandIsThatCommandsStdin) {
+  auto ast = parser::parse("FROM scratch\nRUN <<EOF sh > /foo3\necho \"\n\tfoo\"\nEOF\n"
+                           "RUN <<-EOF sh > /bar3\necho \"\n\tbar\"\nEOF\n");
+  ASSERT_TRUE(ast.ok()) << ast.error().message;
+  auto graph = planner::plan(*ast, planner::PlanOptions{});
+  ASSERT_TRUE(graph.ok()) << graph.error().message;
+  const auto& steps = graph->stages[0].steps;
+  ASSERT_EQ(steps.size(), 2u);
+  for (int n = 0; n < 2; ++n) {
+    const auto outcome = run(steps[n], n);
+    ASSERT_TRUE(outcome.result.ok()) << outcome.result.error().message;
+    EXPECT_EQ(outcome.out, "");
+  }
+  EXPECT_EQ(read_file(upper(0) / "foo3"), "\n\tfoo\n");
+  EXPECT_EQ(read_file(upper(1) / "bar3"), "\nbar\n");  // <<- : the shell strips the tabs
+}
+
+TEST_F(RunStepTest, SandboxSettingsOfTheStepReachTheProcess) {
+  auto step = shell_step("hostname; grep -c 'localhost foo$' /etc/hosts; "
+                         "grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; ulimit -n; ulimit -Hn");
+  step.sandbox.hostname = "foo";
+  step.sandbox.shm_size = 128 << 20;
+  step.sandbox.ulimits = {{"nofile", 1062, 1062}};
+  const auto outcome = run(step);
+  ASSERT_TRUE(outcome.result.ok()) << outcome.result.error().message;
+  EXPECT_EQ(outcome.out, "foo\n1\nsize=131072k\n1062\n1062\n");
+}
+
+TEST_F(RunStepTest, UnknownUlimitNameIsRefused) {
+  auto step = shell_step("true");
+  step.sandbox.ulimits = {{"as", 1, 1}};
+  const auto outcome = run(step);
+  ASSERT_FALSE(outcome.result.ok());
+  EXPECT_EQ(outcome.result.error().message, "invalid ulimit type: as");
 }
 
 TEST_F(RunStepTest, NetworkNoneHasOnlyLoopback) {

@@ -125,6 +125,22 @@ TEST(Layout, HeredocsOnlyWhereBuildkitReadsThem) {
   for (const auto& node : df.instructions) EXPECT_TRUE(node.heredocs.empty()) << node.original;
 }
 
+// BuildKit's ParseHeredoc: the whole word is a marker whose rest is one shell word.
+TEST(Layout, ParseHeredocTakesOnlyAWholeMarker) {
+  auto heredoc = parser::parse_heredoc("3<<-\"EOF\"");
+  ASSERT_TRUE(heredoc.ok()) << heredoc.error().message;
+  ASSERT_TRUE(heredoc->has_value());
+  EXPECT_EQ((*heredoc)->name, "EOF");
+  EXPECT_TRUE((*heredoc)->chomp);
+  EXPECT_FALSE((*heredoc)->expand);
+  EXPECT_EQ((*heredoc)->file_descriptor, 3u);
+  for (const char* not_lone : {"<<EOF sh > /out", "cat <<EOF", "<<", "<<A<<B"}) {
+    auto other = parser::parse_heredoc(not_lone);
+    ASSERT_TRUE(other.ok()) << not_lone;
+    EXPECT_FALSE(other->has_value()) << not_lone;
+  }
+}
+
 TEST(Layout, UnterminatedHeredocIsAnErrorAtItsInstruction) {
   EXPECT_EQ(parse_error("FROM a\n\nRUN <<EOF\necho\n"), "Dockerfile:3:1: unterminated heredoc");
 }

@@ -447,7 +447,73 @@ TEST(PlannerConfig, RunHeredocs) {
   EXPECT_EQ(steps[2].argv, (Strings{"/bin/sh", "-c", "python3 <<EOF\nprint(2)\nEOF"}));
 }
 
+// A heredoc marker followed by more of a command is not a lone heredoc (BuildKit's
+// MustParseHeredoc): the shell gets the line and the body, and the body is the command's stdin.
+TEST(PlannerConfig, RunHeredocWithACommandAfterItGoesToTheShell) {
+  BuildGraph graph = planned("FROM alpine\nRUN <<EOF sh > /out\necho hi\nEOF\nRUN <<-EOF sh\n\techo hi\nEOF\n"
+                             "RUN <<EOF\necho lone\nEOF\n");
+  const auto& steps = graph.stages[0].steps;
+  EXPECT_EQ(steps[0].argv, (Strings{"/bin/sh", "-c", "<<EOF sh > /out\necho hi\nEOF"}));
+  EXPECT_FALSE(steps[0].script.has_value());
+  // The shell strips the tabs of <<- itself: the body goes as written.
+  EXPECT_EQ(steps[1].argv, (Strings{"/bin/sh", "-c", "<<-EOF sh\n\techo hi\nEOF"}));
+  EXPECT_EQ(steps[2].argv, (Strings{"/bin/sh", "-c", "echo lone\n"}));
+}
+
+TEST(PlannerConfig, RunSandboxComesFromTheOptionsAndTheHostnameArg) {
+  PlanOptions options = amd64_options();
+  options.run_sandbox.shm_size = 128 << 20;
+  options.run_sandbox.ulimits = {{"nofile", 1062, 1062}};
+  BuildGraph graph = planned("FROM alpine\nRUN true\n", options);
+  EXPECT_EQ(last_step(graph).sandbox.hostname, "buildkitsandbox");
+  EXPECT_EQ(last_step(graph).sandbox.shm_size, 128u << 20);
+  ASSERT_EQ(last_step(graph).sandbox.ulimits.size(), 1u);
+  EXPECT_EQ(last_step(graph).sandbox.ulimits[0].name, "nofile");
+  // The build arg wins over the hostname attribute, and needs no ARG; an empty one does not.
+  options.run_sandbox.hostname = "bar";
+  options.build_args = {{"BUILDKIT_SANDBOX_HOSTNAME", "foo"}};
+  graph = planned("FROM alpine\nRUN true\n", options);
+  EXPECT_EQ(last_step(graph).sandbox.hostname, "foo");
+  EXPECT_TRUE(graph.warnings.empty());
+  options.build_args = {{"BUILDKIT_SANDBOX_HOSTNAME", ""}};
+  EXPECT_EQ(last_step(planned("FROM alpine\nRUN true\n", options)).sandbox.hostname, "bar");
+}
+
 // --- cache keys -------------------------------------------------------------
+
+// BuildKit keys a RUN by its ExecOp, whose meta holds the hostname and ulimits and whose
+// mounts hold the /dev/shm tmpfs: they change RUN keys, never a COPY's or WORKDIR's, and
+// leaving them at their defaults keeps the keys they always had.
+TEST(PlannerKeys, RunSandboxSettingsChangeOnlyRunKeys) {
+  const char* text = "FROM scratch\nWORKDIR /w\nCOPY a /a\nRUN x\n";
+  const Strings plain = layer_keys(planned(text).stages[0]);
+  ASSERT_EQ(plain.size(), 3u);
+  PlanOptions defaults = amd64_options();
+  defaults.build_args = {{"BUILDKIT_SANDBOX_HOSTNAME", "buildkitsandbox"}};
+  EXPECT_EQ(layer_keys(planned(text, defaults).stages[0]), plain);
+  auto definitions = [&](const PlanOptions& options) {
+    Strings out;
+    const BuildGraph graph = planned(text, options);
+    for (const Step& step : graph.stages[0].steps) out.push_back(step.definition);
+    return out;
+  };
+  const Strings plain_definitions = definitions(amd64_options());
+  PlanOptions shm = amd64_options();
+  shm.run_sandbox.shm_size = 1 << 20;
+  PlanOptions ulimit = amd64_options();
+  ulimit.run_sandbox.ulimits = {{"nofile", 1062, 1062}};
+  PlanOptions hostname = amd64_options();
+  hostname.build_args = {{"BUILDKIT_SANDBOX_HOSTNAME", "foo"}};
+  for (const PlanOptions* options : {&shm, &ulimit, &hostname}) {
+    const Strings changed = definitions(*options);
+    EXPECT_EQ(changed[0], plain_definitions[0]);  // WORKDIR
+    EXPECT_EQ(changed[1], plain_definitions[1]);  // COPY
+    EXPECT_NE(changed[2], plain_definitions[2]);  // RUN
+  }
+  const std::string one_limit = definitions(ulimit)[2];
+  ulimit.run_sandbox.ulimits = {{"nofile", 1062, 2048}};
+  EXPECT_NE(definitions(ulimit)[2], one_limit);
+}
 
 TEST(PlannerKeys, ChangeWhenAnArgTheStepSeesChanges) {
   const char* text = "ARG G=1\nFROM scratch\nARG V=1\nRUN echo $V\nARG LATE=1\nRUN echo late\n";

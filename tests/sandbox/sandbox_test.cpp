@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -382,6 +383,38 @@ TEST_F(SandboxTest, TmpfsMount) {
   spec.tmpfs = {{"/scratch", 1 << 20}};
   EXPECT_EQ(output_of(spec), "tmpfs tmpfs\n");
   expect_upper_unchanged();
+}
+
+TEST_F(SandboxTest, DevShmIs64MiBByDefaultAndTakesItsSize) {
+  const std::string size_of_shm = "grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'";
+  EXPECT_EQ(output_of(shell(size_of_shm)), "size=65536k\n");
+  auto spec = shell(size_of_shm);
+  spec.shm_size_bytes = 128 << 20;
+  EXPECT_EQ(output_of(spec), "size=131072k\n");
+  expect_upper_unchanged();
+}
+
+// Only lowered limits: the suite also runs rootless, where raising a hard limit is refused.
+TEST_F(SandboxTest, RlimitsApplyToTheProcess) {
+  auto spec = shell("ulimit -n; ulimit -Hn; ulimit -s");
+  spec.rlimits = {{RLIMIT_NOFILE, 1062, 1063}, {RLIMIT_STACK, 4 << 20, 4 << 20}};
+  EXPECT_EQ(output_of(spec), "1062\n1063\n4096\n");
+}
+
+TEST_F(SandboxTest, AnImpossibleRlimitIsASetupError) {
+  auto spec = shell("true");
+  spec.rlimits = {{RLIMIT_NOFILE, 2048, 1024}};  // soft above hard: EINVAL
+  auto captured = run_captured(spec);
+  ASSERT_FALSE(captured.status.ok());
+  EXPECT_THAT(captured.status.error().message, ::testing::HasSubstr("setrlimit 7: Invalid argument"));
+}
+
+TEST(SandboxRlimitNames, DockersUlimitNamesAreTheirRlimits) {
+  EXPECT_EQ(rlimit_resource("nofile"), RLIMIT_NOFILE);
+  EXPECT_EQ(rlimit_resource("nproc"), RLIMIT_NPROC);
+  EXPECT_EQ(rlimit_resource("sigpending"), RLIMIT_SIGPENDING);
+  EXPECT_EQ(rlimit_resource("as"), std::nullopt);  // not in go-units' list
+  EXPECT_EQ(rlimit_resource("NOFILE"), std::nullopt);
 }
 
 TEST_F(SandboxTest, ChangesGoToTheUpperDirAndTheLowerStaysUnchanged) {
