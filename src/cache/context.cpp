@@ -21,9 +21,11 @@ namespace {
 
 constexpr std::string_view kOutsideContext = "forbidden path outside the build context: ";
 
-Error not_found(std::string_view cleaned) {
-  // BuildKit: `failed to calculate checksum of ref <id>: "/x": not found`; kiln has no ref.
-  return Error{"failed to calculate checksum of build context: \"/" + std::string(cleaned) + "\": not found"};
+// BuildKit: `failed to calculate checksum of ref <id>: "/x": not found`; the context is
+// named `build context` (kiln has no ref for it), a stage or image `ref <id>`.
+Error not_found(std::string_view described_as, std::string_view cleaned) {
+  return Error{"failed to calculate checksum of " + std::string(described_as) + ": \"/" + std::string(cleaned) +
+               "\": not found"};
 }
 
 std::string join(std::string_view dir, std::string_view name) {
@@ -51,6 +53,28 @@ std::string join_all(const std::vector<std::string>& parts) {
   std::string path;
   for (const auto& part : parts) path = join(path, part);
   return path;
+}
+
+// A --parents source split at its `/./` pivot (leading `./`s are not one): the text before
+// it, or nullopt without a pivot.
+struct PivotSplit {
+  std::optional<std::string_view> before;
+  std::string_view after;
+};
+PivotSplit split_pivot(std::string_view source) {
+  while (source.substr(0, 2) == "./") source.remove_prefix(2);
+  const auto pivot = source.find("/./");
+  if (pivot == std::string_view::npos) return {std::nullopt, source};
+  return {source.substr(0, pivot), source.substr(pivot + 3)};
+}
+
+// `path` without its first `count` components.
+std::string drop_components(std::string_view path, std::size_t count) {
+  for (; count > 0 && !path.empty(); --count) {
+    const auto slash = path.find('/');
+    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
+  }
+  return std::string(path);
 }
 
 // ---- Go's filepath.Match, on one path component (so `/` never occurs in `name`) ----
@@ -273,12 +297,15 @@ class Selector {
   Selector(const BuildContext& context, const SelectOptions& options) : context_(context), options_(options) {}
 
   Result<void> select_source(const std::string& source, std::vector<SourceMatch>& out) {
-    auto parts = clean_components(source);
+    std::size_t double_star_from = 0;  // components from here on may be `**`: --parents only
+    auto parts = options_.parents ? parents_components(source, double_star_from) : clean_components(source);
     if (!parts) return Error{std::string(kOutsideContext) + source};
+    if (!options_.parents) double_star_from = parts->size();
     const std::string cleaned = join_all(*parts);
+    const bool wildcard = has_wildcards(cleaned);
     std::vector<std::string> names;
-    if (has_wildcards(cleaned)) {
-      auto globbed = glob(*parts, source);
+    if (wildcard) {
+      auto globbed = glob(*parts, source, double_star_from);
       if (!globbed) return globbed.error();
       names = std::move(*globbed);
     } else {
@@ -290,11 +317,35 @@ class Selector {
       if (!match) return match.error();
       if (*match) out.push_back(std::move(**match));
     }
-    if (out.size() == before) return not_found(cleaned);
+    if (out.size() > before) return {};
+    if (!wildcard) return not_found(options_.described_as, cleaned);
+    if (!options_.parents && !unmatched_wildcard_) unmatched_wildcard_ = cleaned;
+    return {};
+  }
+
+  // Called once all sources are selected: a wildcard that matched nothing is an error only
+  // when nothing else matched either.
+  Result<void> finish(const std::vector<SourceMatch>& out) const {
+    if (out.empty() && unmatched_wildcard_) return not_found(options_.described_as, *unmatched_wildcard_);
     return {};
   }
 
  private:
+  // A --parents source as components: the cleaned text before the pivot, then the cleaned
+  // pattern after it; `double_star_from` is where the pattern starts. nullopt when either
+  // climbs out.
+  static std::optional<std::vector<std::string>> parents_components(std::string_view source,
+                                                                   std::size_t& double_star_from) {
+    const PivotSplit split = split_pivot(source);
+    std::vector<std::string> parts;
+    if (split.before && !append_clean_components(parts, *split.before, /*clamp_at_root=*/false)) return std::nullopt;
+    double_star_from = parts.size();
+    std::vector<std::string> pattern;
+    if (!append_clean_components(pattern, split.after, /*clamp_at_root=*/false)) return std::nullopt;
+    parts.insert(parts.end(), pattern.begin(), pattern.end());
+    return parts;
+  }
+
   bool ignored(const std::string& path) const { return options_.ignore && options_.ignore->excluded(path); }
   bool ignored_for_good(const std::string& path, bool directory) const {
     return ignored(path) && !(directory && options_.ignore->may_include_below(path));
@@ -305,14 +356,24 @@ class Selector {
   // wildcard are resolved following symlinks (beneath the context); from there on the
   // match walks the tree without following any (a link matching a middle component is
   // not entered), and only the last component may match a link.
-  Result<std::vector<std::string>> glob(const std::vector<std::string>& parts, const std::string& source) {
+  // A `**` component at or after `double_star_from` stands for any number of directories.
+  Result<std::vector<std::string>> glob(const std::vector<std::string>& parts, const std::string& source,
+                                        std::size_t double_star_from) {
     std::size_t first_wildcard = 0;
     std::string prefix;
     while (!is_meta(parts[first_wildcard])) prefix = join(prefix, parts[first_wildcard++]);
     std::vector<std::string> candidates{prefix};
+    bool crossed_directories = false;
     for (std::size_t i = first_wildcard; i < parts.size(); ++i) {
       const std::string& part = parts[i];
       const bool last = i + 1 == parts.size();
+      if (part == "**" && i >= double_star_from) {
+        auto below = with_directories_below(candidates, source);
+        if (!below) return below.error();
+        candidates = std::move(*below);
+        crossed_directories = true;
+        continue;
+      }
       std::vector<std::string> next;
       for (const auto& dir : candidates) {
         UniqueFd fd(open_beneath(context_.fd(), dir, O_RDONLY | O_DIRECTORY, options_.links_in_root));
@@ -348,7 +409,54 @@ class Selector {
       }
       candidates = std::move(next);
     }
+    if (crossed_directories) drop_nested(candidates);
     return candidates;
+  }
+
+  // The directories among `dirs` and every directory below them (links are not entered,
+  // ignored directories left out), for a `**`.
+  Result<std::vector<std::string>> with_directories_below(const std::vector<std::string>& dirs,
+                                                          const std::string& source) {
+    std::vector<std::string> out;
+    for (const auto& dir : dirs) {
+      UniqueFd fd(open_beneath(context_.fd(), dir, O_RDONLY | O_DIRECTORY, options_.links_in_root));
+      if (!fd) {
+        if (errno == EXDEV) return Error{std::string(kOutsideContext) + source};
+        if (errno == ENOENT || errno == ENOTDIR) continue;
+        return sys_error("open", (context_.dir() / dir).string());
+      }
+      out.push_back(dir);
+      if (auto walked = add_subdirectories(fd.get(), dir, out); !walked) return walked.error();
+    }
+    return out;
+  }
+
+  Result<void> add_subdirectories(int dir_fd, const std::string& dir, std::vector<std::string>& out) {
+    auto names = list_directory(dir_fd, (context_.dir() / dir).string());
+    if (!names) return names.error();
+    std::sort(names->begin(), names->end());
+    for (const auto& name : *names) {
+      const std::string path = join(dir, name);
+      UniqueFd child(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!child || ignored_for_good(path, true)) continue;  // not a directory (or a link to one)
+      out.push_back(path);
+      if (auto walked = add_subdirectories(child.get(), path, out); !walked) return walked;
+    }
+    return {};
+  }
+
+  // Sorts `paths` and drops those below another one: the match above copies them.
+  static void drop_nested(std::vector<std::string>& paths) {
+    std::sort(paths.begin(), paths.end());
+    paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
+    std::vector<std::string> kept;
+    for (auto& path : paths) {
+      const bool nested = std::any_of(kept.begin(), kept.end(), [&](const std::string& above) {
+        return above.empty() || path.compare(0, above.size() + 1, above + "/") == 0;
+      });
+      if (!nested) kept.push_back(std::move(path));
+    }
+    paths = std::move(kept);
   }
 
   // The match for context path `name`, or nullopt when it does not exist in the
@@ -373,6 +481,7 @@ class Selector {
     SourceMatch match;
     match.name = name;
     match.root = *root;
+    match.source = source;
     ContextEntry self = entry_from(*root, st);
     if (self.type == EntryType::symlink) {
       // Defensive: openat2 without O_NOFOLLOW either followed the link or failed.
@@ -462,6 +571,7 @@ class Selector {
   const BuildContext& context_;
   const SelectOptions& options_;
   std::map<std::pair<dev_t, ino_t>, std::string> first_link_;  // inode -> first path selected
+  std::optional<std::string> unmatched_wildcard_;  // the first wildcard source that matched nothing
 };
 
 }  // namespace
@@ -482,6 +592,7 @@ Result<std::vector<SourceMatch>> BuildContext::select(const std::vector<std::str
   for (const auto& source : sources) {
     if (auto selected = selector.select_source(source, matches); !selected) return selected.error();
   }
+  if (auto finished = selector.finish(matches); !finished) return finished.error();
   return matches;
 }
 
@@ -492,17 +603,11 @@ std::string relative_destination(const SourceMatch& match, const ContextEntry& e
   if (entry.path != match.root) below = match.root.empty() ? entry.path : entry.path.substr(match.root.size() + 1);
   if (!parents) return match.is_directory() ? below : std::string(base_name(match.name));
 
+  // Each component before the pivot, wildcard or not, matched exactly one of the name's.
   std::string kept = match.name;
-  std::string_view rest = source;
-  while (rest.substr(0, 2) == "./") rest.remove_prefix(2);
-  if (const auto pivot = rest.find("/./"); pivot != std::string_view::npos) {
-    const auto dropped = clean_components(rest.substr(0, pivot));
-    const std::string prefix = dropped ? join_all(*dropped) : std::string();
-    if (kept == prefix) {
-      kept.clear();
-    } else if (!prefix.empty() && kept.compare(0, prefix.size() + 1, prefix + "/") == 0) {
-      kept.erase(0, prefix.size() + 1);
-    }
+  if (const auto before = split_pivot(source).before) {
+    const auto dropped = clean_components(*before);
+    kept = drop_components(kept, dropped ? dropped->size() : 0);
   }
   return below.empty() ? kept : join(kept, below);
 }

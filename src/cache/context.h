@@ -14,7 +14,15 @@
 //     containsWildcards). The literal components before the first wildcard are resolved
 //     following symlinks; after it the tree is walked without entering links (BuildKit's
 //     filepath.Walk), only the last component may match one. Matches of each source are
-//     sorted bytewise; a wildcard that matches nothing is "not found" like a missing path.
+//     sorted bytewise. A wildcard that matches nothing is not an error when another source
+//     of the list matched (BuildKit's AllowEmptyWildcard); when nothing matched at all it
+//     is "not found" like a missing path (kiln: BuildKit copies nothing then).
+//   * With --parents (SelectOptions::parents), a source may hold a `/./` pivot: what
+//     follows it is the pattern whose matched path the copy keeps. There (or in the whole
+//     source, without a pivot) a `**` component matches any number of directories, zero
+//     included, as BuildKit's include patterns do; matches below another match are
+//     dropped (the one above copies them). A wildcard source matching nothing is never
+//     an error with --parents; a literal one must exist (BuildKit's RequiredPaths).
 //   * A match that is a directory selects its *contents* (copy semantics: `COPY dir /d`
 //     fills /d); anything else selects itself. The match itself is reached following
 //     symlinks (COPY copies what `link` points to, under the name `link`); below a
@@ -89,6 +97,7 @@ struct SourceMatch {
   std::string name;  // the matched path as the source spelled it after wildcards,
                      // before following a symlink ("" is the context root)
   std::string root;  // where `name` resolved to, relative to the context root
+  std::string source;  // the source of select() this match came from, as written
   // entries[0] is the match itself (path == root); for a directory, its selected
   // descendants follow in depth-first order, each directory before its contents and
   // names sorted bytewise.
@@ -104,6 +113,11 @@ struct SelectOptions {
   /// container (openat2 RESOLVE_IN_ROOT; BuildKit's copy from a stage), instead of being
   /// `forbidden path outside the build context` errors. Nothing outside is reached either way.
   bool links_in_root = false;
+  /// COPY --parents: sources may hold a `/./` pivot and `**` (see the file comment).
+  bool parents = false;
+  /// How "not found" errors name the tree: `build context`, or `ref <id>` for a stage or
+  /// image (BuildKit: `failed to calculate checksum of ref <id>: "/x": not found`).
+  std::string described_as = "build context";
 };
 
 /// An open build context directory. Move-only. All methods are const and thread-safe.
@@ -118,7 +132,8 @@ class BuildContext {
   ///   `forbidden path outside the build context: ../x`  (the source or a symlink on the
   ///   way climbs out)
   ///   `failed to calculate checksum of build context: "/x": not found` (BuildKit's words,
-  ///   for a missing, excluded or unmatched source)
+  ///   for a missing or excluded source, or a wildcard when nothing matched at all;
+  ///   `build context` is SelectOptions::described_as)
   ///   and I/O errors naming the call and the path.
   Result<std::vector<SourceMatch>> select(const std::vector<std::string>& sources,
                                           const SelectOptions& options) const;
@@ -137,7 +152,8 @@ class BuildContext {
 /// is ""), a non-directory match under its base name (the caller handles a destination that
 /// is a file name: a single non-directory source with a destination not ending in `/`).
 /// With --parents: the matched name's path is kept (`a/b/c.txt` -> `a/b/c.txt`), or only
-/// what follows a `/./` pivot in `source` (`./x/./y/z` -> `y/z`).
+/// what follows a `/./` pivot in `source` (`./x/./y/z` -> `y/z`; a wildcard before the pivot
+/// drops the component it matched: `a/b*/./c` matching `a/b2/c` -> `c`).
 std::string relative_destination(const SourceMatch& match, const ContextEntry& entry, bool parents,
                                  std::string_view source = {});
 

@@ -195,11 +195,12 @@ struct CopyPlan {
   std::vector<std::unique_ptr<cache::BuildContext>> owned_trees;  // fetched sources
   std::vector<std::unique_ptr<TreeView>> views;                   // --from trees
   std::vector<std::unique_ptr<Scratch>> scratch;                  // fetched files
-  std::size_t source_count = 0;
   /// COPY --from: the stage or image read, opened (open_from_tree) only on a miss: a hit
   /// needs nothing of it, not even its layers fetched.
   const planner::StepInput* from = nullptr;
   std::vector<std::string> from_sources;
+  std::string from_ref;  // how its not-found errors name it: `ref <key or digest>`
+  bool parents = false;  // COPY --parents, for selecting from it
   std::unique_ptr<IgnoreRules> exclude;  // --exclude; null: none
 };
 
@@ -493,9 +494,15 @@ Result<void> Build::plan_copy(const planner::Stage& stage, const planner::Step& 
   bool add = false;
   std::optional<bool> unpack;
   FetchOptions fetch;
+  bool parents = false;
   if (const auto* copy = std::get_if<parser::CopyInstruction>(&step.instruction)) {
     sources = &copy->files;
     excludes = copy->excludes;
+    parents = copy->parents;
+    for (const std::string& source : sources->paths) {
+      // BuildKit's words, from its Dockerfile conversion; only ADD fetches.
+      if (classify_add_source(source) == AddSourceKind::http) return Error{"source can't be a URL for COPY"};
+    }
   } else {
     const auto& instruction = std::get<parser::AddInstruction>(step.instruction);
     sources = &instruction.files;
@@ -506,13 +513,13 @@ Result<void> Build::plan_copy(const planner::Stage& stage, const planner::Step& 
     fetch.keep_git_dir = instruction.keep_git_dir.value_or(false);
   }
   plan.inline_sources = sources->inline_sources;
-  plan.source_count = sources->paths.size() + sources->inline_sources.size();
   auto exclude = exclude_filter(excludes);
   if (!exclude) return exclude.error();
   plan.exclude = std::move(exclude).value();
   cache::SelectOptions select;
   select.ignore = options_.ignore;
   select.exclude = plan.exclude.get();
+  select.parents = parents;
 
   const planner::StepInput& input = step.inputs.at(0);
   if (input.kind != planner::StepInput::Kind::context) {
@@ -522,6 +529,8 @@ Result<void> Build::plan_copy(const planner::Stage& stage, const planner::Step& 
     identities.push_back(*identity);
     plan.from = &input;
     plan.from_sources = sources->paths;
+    plan.from_ref = "ref " + *identity;
+    plan.parents = parents;
     return {};
   }
 
@@ -588,6 +597,8 @@ Result<void> Build::open_from_tree(const planner::Stage& stage, CopyPlan& plan) 
   cache::SelectOptions select;  // .dockerignore is about the context only
   select.exclude = plan.exclude.get();
   select.links_in_root = true;
+  select.parents = plan.parents;
+  select.described_as = plan.from_ref;
   auto matches = group.tree->select(group.sources, select);
   if (!matches) return matches.error();
   group.matches = std::move(matches).value();
@@ -705,6 +716,7 @@ Result<Layer> Build::execute(const planner::Stage& stage, const planner::Step& s
   Scratch upper(store, "upper");
   Scratch work(store, "work");
   Scratch merged(store, "merged");
+  Scratch empty_lower(store, "empty");  // scratch's lower dir: overlayfs needs one
   const bool overlay = sandbox::overlay_supported(store.root() / "tmp");
   if (overlay) {
     if (auto made = make_dir(upper.path()); !made) return made.error();
@@ -713,9 +725,9 @@ Result<Layer> Build::execute(const planner::Stage& stage, const planner::Step& s
     if (step.action == planner::StepAction::run) {
       if (auto applied = apply_step(stage, step, copy, {}, rootfs, vertex); !applied) return applied.error();
     } else {
-      if (lowers.empty()) {  // overlayfs needs a lower layer: an empty one for scratch
-        if (auto made = make_dir(merged.path().string() + ".empty"); !made) return made.error();
-        rootfs.lower_dirs.push_back(merged.path().string() + ".empty");
+      if (lowers.empty()) {
+        if (auto made = make_dir(empty_lower.path()); !made) return made.error();
+        rootfs.lower_dirs.push_back(empty_lower.path());
       }
       auto mounted = MountedOverlay::mount(rootfs, merged.path());
       if (!mounted) return mounted.error();
@@ -723,7 +735,6 @@ Result<Layer> Build::execute(const planner::Stage& stage, const planner::Step& s
         return applied.error();
       }
       mounted->reset();
-      remove_quietly(merged.path().string() + ".empty");
     }
     auto layer = commit_layer(upper.path(), lowers, true);
     if (layer) upper.release();  // now the layer's snapshot
@@ -805,39 +816,37 @@ Result<void> Build::apply_step(const planner::Stage& stage, const planner::Step&
         if (!parsed) return parsed.error();
         mode = *parsed;
       }
-      if (copy.source_count > 1 && !step.destination.ends_with('/')) {
-        // Checked over all sources together: each group alone may hold only one.
-        struct stat st;
-        const fs::path existing = root / fs::path(step.destination).relative_path();
-        if (::stat(existing.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-          return Error{"When using COPY with more than one source file, the destination must be a directory and "
-                       "end with a /"};
-        }
+      // One request per tree; the inline sources go with the first (or alone).
+      std::vector<CopyRequest> requests(std::max<std::size_t>(copy.groups.size(), 1));
+      for (std::size_t i = 0; i < copy.groups.size(); ++i) {
+        auto& group = copy.groups[i];
+        requests[i].tree = group.tree;
+        requests[i].matches = std::move(group.matches);
+        requests[i].tree_is_rootfs = group.tree_is_rootfs;
+        requests[i].unpack_archives = group.unpack;
       }
-      bool first = true;
-      for (auto& group : copy.groups) {
-        CopyRequest request;
-        request.tree = group.tree;
-        request.matches = std::move(group.matches);
-        request.sources = group.sources;
-        if (first) request.inline_sources = copy.inline_sources;
-        request.destination = step.destination;
-        if (copy.source_count > 1 && !request.destination.ends_with('/')) request.destination += '/';
+      requests.front().inline_sources = copy.inline_sources;
+      // The several-sources rule counts all trees together: each alone may hold only one.
+      std::size_t copied_sources = 0;
+      for (const auto& request : requests) {
+        auto count = count_copied_sources(request);
+        if (!count) return count.error();
+        copied_sources += *count;
+      }
+      std::string destination = step.destination;
+      if (copied_sources > 1 && !destination.ends_with('/')) {
+        struct stat st;
+        const fs::path existing = root / fs::path(destination).relative_path();
+        if (::stat(existing.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+          return several_sources_error(step.action == planner::StepAction::add ? "ADD" : "COPY");
+        }
+        destination += '/';
+      }
+      for (auto& request : requests) {
+        request.destination = destination;
         request.owner = owner;
-        request.tree_is_rootfs = group.tree_is_rootfs;
         request.chmod = mode;
         request.parents = parents;
-        request.unpack_archives = group.unpack;
-        if (auto copied = copy_files(root, request); !copied) return copied.error();
-        first = false;
-      }
-      if (first && !copy.inline_sources.empty()) {
-        CopyRequest request;
-        request.inline_sources = copy.inline_sources;
-        request.destination = step.destination;
-        if (copy.source_count > 1 && !request.destination.ends_with('/')) request.destination += '/';
-        request.owner = owner;
-        request.chmod = mode;
         if (auto copied = copy_files(root, request); !copied) return copied.error();
       }
       return {};

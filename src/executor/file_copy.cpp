@@ -109,18 +109,25 @@ struct Node {
   std::uint64_t device_number = 0;
 };
 
+// What the directories a copy creates on the way get (BuildKit's MkdirAll of the
+// destination): 0755, or the octal --chmod; the --chown owner, or 0:0.
+struct MissingDirectories {
+  Owner owner;
+  std::uint32_t mode = 0755;
+};
+
 // Writes nodes at root-relative paths of one root (the step's root filesystem, or the
 // directory an archive is unpacked into, which is then its root, as Docker's chrooted
 // untar sees it). Directory times are kept until finish(), after everything inside them.
 class TreeWriter {
  public:
-  TreeWriter(int root_fd, std::string root_real, Owner directory_owner)
-      : root_fd_(root_fd), root_real_(std::move(root_real)), directory_owner_(directory_owner) {}
+  TreeWriter(int root_fd, std::string root_real, MissingDirectories missing)
+      : root_fd_(root_fd), root_real_(std::move(root_real)), missing_(missing) {}
 
   int root_fd() const { return root_fd_; }
 
-  // `mkdir -p path`: missing directories get 0755 and the directory owner. An existing
-  // directory, or a link resolving (in the root) to one, is kept as it is.
+  // `mkdir -p path`: missing directories get MissingDirectories' mode and owner. An
+  // existing directory, or a link resolving (in the root) to one, is kept as it is.
   Result<void> ensure_directory(const std::string& path) {
     auto fd = open_directory(path, /*create=*/true);
     if (!fd) return fd.error();
@@ -308,11 +315,11 @@ class TreeWriter {
         const char* name = parts[i - 1].c_str();
         const bool created = ::mkdirat(current.get(), name, 0755) == 0;
         if (!created && errno != EEXIST) return sys_error("mkdir", shown(prefix));
-        if (created) {  // 0755 whatever the umask
-          if (::fchmodat(current.get(), name, 0755, 0) != 0) return sys_error("chmod", shown(prefix));
-          if (::fchownat(current.get(), name, directory_owner_.uid, directory_owner_.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (created) {  // the mode whatever the umask
+          if (::fchownat(current.get(), name, missing_.owner.uid, missing_.owner.gid, AT_SYMLINK_NOFOLLOW) != 0) {
             return sys_error("chown", shown(prefix));
           }
+          if (::fchmodat(current.get(), name, missing_.mode, 0) != 0) return sys_error("chmod", shown(prefix));
         } else if (auto target = dangling_link_target(current.get(), name, prefix)) {
           // A link to a missing directory (`/opt -> /data/opt`): make what it names, inside
           // the root, as BuildKit's RootPath + MkdirAll do.
@@ -445,7 +452,7 @@ class TreeWriter {
 
   int root_fd_;
   std::string root_real_;
-  Owner directory_owner_;
+  MissingDirectories missing_;
   std::string cached_path_;
   UniqueFd cached_fd_;  // O_PATH of cached_path_, when set
   std::vector<DeferredTime> deferred_times_;
@@ -488,10 +495,21 @@ ArchivePtr open_tar(int fd, archive_entry** first) {
 
 // An archive member's name, cleaned inside the destination: a leading `/` is dropped (the
 // destination is its root, as in Docker's chrooted untar); climbing out is nullopt.
-std::optional<std::string> contained_name(std::string_view name, std::string_view relative_to = {}) {
-  std::vector<std::string> parts = clean_components(relative_to);
+std::optional<std::string> contained_name(std::string_view name) {
+  std::vector<std::string> parts;
   if (!append_clean_components(parts, name, /*clamp_at_root=*/false)) return std::nullopt;
   return join_components(parts, parts.size());
+}
+
+// Whether a symlink member at `name` pointing at `target` stays in the destination. An
+// absolute target is the container's path. A relative one may not climb out of the
+// destination, except when the destination is the root filesystem itself: there `..`
+// stops at `/`, as the kernel resolves it in the container (`../tmp/x` at `/` is /tmp/x).
+bool link_stays_inside(std::string_view target, std::string_view name, bool destination_is_root) {
+  if (target.empty()) return false;
+  if (target.front() == '/') return true;
+  std::vector<std::string> parts = clean_components(parent_of(name));
+  return append_clean_components(parts, target, /*clamp_at_root=*/destination_is_root);
 }
 
 const char* entry_name(archive_entry* entry) {
@@ -511,9 +529,10 @@ const char* entry_symlink(archive_entry* entry) {
 
 // Extracts the archive `reader` (positioned at `entry`) into `writer`'s root. Members keep
 // their owners and modes unless `owner` is set; members that would land or point outside
-// are refused, like Docker's breakout check.
+// are refused, like Docker's breakout check (see link_stays_inside for symlinks:
+// `destination_is_root` when `writer`'s root is the step's root filesystem).
 Result<void> extract(archive* reader, archive_entry* entry, TreeWriter& writer, const std::optional<Owner>& owner,
-                     const std::string& source, CopyStats& stats) {
+                     const std::string& source, bool destination_is_root, CopyStats& stats) {
   for (;;) {
     const char* raw_name = entry_name(entry);
     const std::string raw = raw_name ? raw_name : "";
@@ -546,11 +565,7 @@ Result<void> extract(archive* reader, archive_entry* entry, TreeWriter& writer, 
         case AE_IFLNK: {
           const char* target = entry_symlink(entry);
           node.link_target = target ? target : "";
-          // An absolute target means the container's path; a relative one may not climb out.
-          if (node.link_target.empty() ||
-              (node.link_target.front() != '/' && !contained_name(node.link_target, parent_of(*name)))) {
-            return refused("link target of");
-          }
+          if (!link_stays_inside(node.link_target, *name, destination_is_root)) return refused("link target of");
           node.type = cache::EntryType::symlink;
           written = writer.write(*name, node, ExistingDirectory::merge_all);
           break;
@@ -604,6 +619,28 @@ Result<void> extract(archive* reader, archive_entry* entry, TreeWriter& writer, 
   }
 }
 
+// The entry's file in the tree. select() gave real paths, so no link is on the way.
+Result<UniqueFd> open_entry(const cache::BuildContext& tree, const cache::ContextEntry& entry) {
+  open_how how{};
+  how.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  const std::string relative = entry.path.empty() ? "." : entry.path;
+  for (;;) {
+    const long fd = ::syscall(SYS_openat2, tree.fd(), relative.c_str(), &how, sizeof how);
+    if (fd >= 0) return UniqueFd(static_cast<int>(fd));
+    if (errno != EAGAIN && errno != EINTR) return sys_error("open", (tree.dir() / entry.path).string());
+  }
+}
+
+// ADD: a match that is a regular file holding a tar Docker unpacks.
+Result<bool> is_archive(const cache::BuildContext& tree, const cache::SourceMatch& match) {
+  if (match.entries.front().type != cache::EntryType::regular) return false;
+  auto source = open_entry(tree, match.entries.front());
+  if (!source) return source.error();
+  archive_entry* first = nullptr;
+  return open_tar(source->get(), &first) != nullptr;
+}
+
 // ---------------------------------------------------------------- one COPY
 
 class Copier {
@@ -617,11 +654,14 @@ class Copier {
     destination_ = clean(destination);
     const bool existing_directory = static_cast<bool>(open_in_root(root_fd_, destination_, O_PATH | O_DIRECTORY));
     into_directory_ = trailing_slash || existing_directory || request_.parents || destination_.empty();
-    const std::size_t sources = request_.matches.size() + request_.inline_sources.size();
-    if (sources > 1 && !into_directory_) {
-      const char* instruction = request_.unpack_archives ? "ADD" : "COPY";
-      return Error{std::string("When using ") + instruction +
-                   " with more than one source file, the destination must be a directory and end with a /"};
+    auto copied = count_copied_sources(request_);
+    if (!copied) return copied.error();
+    if (*copied > 1 && !into_directory_) return several_sources_error(request_.unpack_archives ? "ADD" : "COPY");
+    if (request_.parents) {
+      // BuildKit creates the destination even when the patterns match nothing.
+      auto resolved = writer_.resolve_final_links(destination_);
+      if (!resolved) return resolved.error();
+      if (auto made = writer_.ensure_directory(*resolved); !made) return made.error();
     }
     for (const auto& match : request_.matches) {
       if (auto copied = copy_match(match); !copied) return copied.error();
@@ -654,24 +694,8 @@ class Copier {
     return node;
   }
 
-  // The source a match came from, for --parents' `/./` pivot: the one whose pivot prefix
-  // the match lies under (wildcards make matches outnumber sources).
-  std::string_view source_of(const cache::SourceMatch& match, std::size_t index) const {
-    if (request_.sources.size() == request_.matches.size()) return request_.sources[index];
-    for (const auto& source : request_.sources) {
-      std::string_view rest = source;
-      while (rest.substr(0, 2) == "./") rest.remove_prefix(2);
-      const auto pivot = rest.find("/./");
-      if (pivot == std::string_view::npos) continue;
-      const std::string prefix = clean(rest.substr(0, pivot));
-      if (match.name == prefix || match.name.compare(0, prefix.size() + 1, prefix + "/") == 0) return source;
-    }
-    return {};
-  }
-
   Result<void> copy_match(const cache::SourceMatch& match) {
-    const std::size_t index = static_cast<std::size_t>(&match - request_.matches.data());
-    const std::string_view source = request_.parents ? source_of(match, index) : std::string_view();
+    const std::string_view source = request_.parents ? std::string_view(match.source) : std::string_view();
     const cache::ContextEntry& self = match.entries.front();
 
     if (request_.unpack_archives && self.type == cache::EntryType::regular) {
@@ -694,7 +718,12 @@ class Copier {
     if (request_.parents) {
       if (auto made = make_kept_parents(match, relative); !made) return made;
     }
-    const bool top_is_destination = match.is_directory();
+    const bool top_is_destination = match.is_directory() && relative.empty();
+    if (top_is_destination && !open_in_root(root_fd_, target, O_PATH) && errno == ENOENT) {
+      // BuildKit makes a missing destination like its parents (MkdirAll: 0755 or the octal
+      // --chmod, the --chown owner or 0:0); the source directory gives it only its times.
+      if (auto made = writer_.ensure_directory(target); !made) return made;
+    }
     if (auto written = write_entry(target, self, top_is_destination ? ExistingDirectory::merge_times
                                                                      : ExistingDirectory::merge_all);
         !written) {
@@ -725,18 +754,7 @@ class Copier {
     return {};
   }
 
-  // The entry's file in the tree. select() gave real paths, so no link is on the way.
-  Result<UniqueFd> open_source(const cache::ContextEntry& entry) const {
-    open_how how{};
-    how.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    const std::string relative = entry.path.empty() ? "." : entry.path;
-    for (;;) {
-      const long fd = ::syscall(SYS_openat2, request_.tree->fd(), relative.c_str(), &how, sizeof how);
-      if (fd >= 0) return UniqueFd(static_cast<int>(fd));
-      if (errno != EAGAIN && errno != EINTR) return sys_error("open", (request_.tree->dir() / entry.path).string());
-    }
-  }
+  Result<UniqueFd> open_source(const cache::ContextEntry& entry) const { return open_entry(*request_.tree, entry); }
 
   // --parents keeps the matched path (`a/b/c.txt` -> DEST/a/b/c.txt); the directories it
   // keeps are copied from the source's (mode, owner rule, times) when missing, as
@@ -785,8 +803,8 @@ class Copier {
     if (!dir) return dir.error();
     auto real = real_path_of(dir->get());
     if (!real) return real.error();
-    TreeWriter inside(dir->get(), *real, request_.owner.value_or(Owner{}));
-    auto extracted = extract(reader.get(), first, inside, request_.owner, "/" + match.name, stats_);
+    TreeWriter inside(dir->get(), *real, MissingDirectories{request_.owner.value_or(Owner{})});
+    auto extracted = extract(reader.get(), first, inside, request_.owner, "/" + match.name, destination->empty(), stats_);
     if (!extracted) return extracted.error();
     if (auto finished = inside.finish(); !finished) return finished.error();
     return true;
@@ -1069,13 +1087,33 @@ std::uint32_t Chmod::apply(std::uint32_t current_mode, bool is_directory) const 
   return mode & 07777;
 }
 
+Error several_sources_error(std::string_view instruction) {
+  return Error{"When using " + std::string(instruction) +
+               " with more than one source file, the destination must be a directory and end with a /"};
+}
+
+Result<std::size_t> count_copied_sources(const CopyRequest& request) {
+  std::size_t count = request.inline_sources.size();
+  for (const auto& match : request.matches) {
+    if (request.unpack_archives && request.tree != nullptr) {
+      auto archive = is_archive(*request.tree, match);
+      if (!archive) return archive.error();
+      if (*archive) continue;
+    }
+    ++count;
+  }
+  return count;
+}
+
 Result<CopyStats> copy_files(const fs::path& root, const CopyRequest& request) {
   if (!request.matches.empty() && request.tree == nullptr) return Error{"copy: sources without a tree"};
   UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root_fd) return sys_error("open", root.string());
   auto real = real_path_of(root_fd.get());
   if (!real) return real.error();
-  TreeWriter writer(root_fd.get(), *real, request.owner.value_or(Owner{}));
+  MissingDirectories missing{request.owner.value_or(Owner{})};
+  if (request.chmod && request.chmod->octal()) missing.mode = *request.chmod->octal();
+  TreeWriter writer(root_fd.get(), *real, missing);
   Copier copier(request, writer, root_fd.get());
   return copier.run();
 }
@@ -1085,7 +1123,7 @@ Result<void> make_directories(const fs::path& root, std::string_view path, Owner
   if (!root_fd) return sys_error("open", root.string());
   auto real = real_path_of(root_fd.get());
   if (!real) return real.error();
-  TreeWriter writer(root_fd.get(), *real, owner);
+  TreeWriter writer(root_fd.get(), *real, MissingDirectories{owner});
   return writer.ensure_directory(clean(path));
 }
 

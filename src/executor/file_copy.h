@@ -50,6 +50,9 @@ class Chmod {
   /// like u+x,g-w`.
   static Result<Chmod> parse(std::string_view text);
   std::uint32_t apply(std::uint32_t current_mode, bool is_directory) const;
+  /// The mode an octal --chmod sets; nullopt for a symbolic one. BuildKit gives it to the
+  /// directories a copy creates as well, and gives them 0755 for a symbolic mode.
+  std::optional<std::uint32_t> octal() const { return octal_; }
 
  private:
   // One step of the symbolic program, run in order on the mode being built.
@@ -72,7 +75,6 @@ struct CopyRequest {
   const cache::BuildContext* tree = nullptr;
   /// What select() returned for `sources` (same order), in the same tree.
   std::vector<cache::SourceMatch> matches;
-  std::vector<std::string> sources;  // as given to select(), for --parents' `/./` pivot
   /// Heredoc sources (`COPY <<EOF /dst`), already expanded by the planner when needed.
   std::vector<parser::InlineSource> inline_sources;
   /// Absolute destination in the root; a trailing `/` means "into the directory".
@@ -98,9 +100,8 @@ struct CopyStats {
 /// Copies the request into the root filesystem at `root` (a directory; every path inside
 /// it is resolved with openat2 RESOLVE_IN_ROOT, so symlinks in the image resolve as they
 /// would in the container and nothing is written outside `root`). Docker's rules:
-///  - several sources (matches plus inline sources) need a destination ending in `/`, or an
-///    existing directory: `When using COPY with more than one source file, the destination
-///    must be a directory and end with a /` (`ADD` when unpack_archives);
+///  - several sources (count_copied_sources) need a destination ending in `/`, or an
+///    existing directory: several_sources_error();
 ///  - a directory source copies its contents; a file source to a destination ending in
 ///    `/` or naming an existing directory goes inside it under its base name, otherwise it
 ///    is written as the destination itself; with --parents the destination is always a
@@ -108,8 +109,10 @@ struct CopyStats {
 ///  - the destination as written is followed through symlinks inside the root, a link to
 ///    a missing path included (its target is created, as BuildKit's RootPath does); a
 ///    directory in the source merges into a link to a directory in the root (`/lib`);
-///  - missing parent directories are created (0755 whatever --chmod says, owned by `owner`
-///    or 0:0);
+///  - missing parent directories, and a directory source's missing destination, are created
+///    as BuildKit's MkdirAll does: 0755, or the mode of an octal --chmod (Chmod::octal()),
+///    owned by `owner` or 0:0; the destination of a directory source takes only the
+///    source's times;
 ///  - modes and mtimes of sources are kept (BuildKit; directories get theirs after their
 ///    contents), xattrs are not copied; hard links within the selection stay hard links,
 ///    symlinks are copied as links, fifos/sockets/devices are recreated (mknod);
@@ -130,6 +133,17 @@ struct CopyStats {
 /// Errors name the call and the path in the root. On error the root may hold part of the
 /// copy (the caller discards the step's upper dir). Thread-safe for distinct roots.
 Result<CopyStats> copy_files(const std::filesystem::path& root, const CopyRequest& request);
+
+/// How many sources of `request` Docker's "several sources need a directory" rule counts:
+/// every match and inline source, except (unpack_archives) the archives, which are always
+/// extracted into the destination as a directory, as BuildKit does with `ADD *.tar /dest`.
+/// Errors: opening a match in the tree.
+Result<std::size_t> count_copied_sources(const CopyRequest& request);
+
+/// `When using <instruction> with more than one source file, the destination must be a
+/// directory and end with a /` (Docker's classic builder's words; BuildKit has no such rule
+/// and lets the last source win).
+Error several_sources_error(std::string_view instruction);
 
 /// `mkdir -p path` inside `root` (WORKDIR): directories it creates get 0755 and `owner`
 /// (BuildKit's WORKDIR creates them owned by the stage's USER). An existing path that is a

@@ -373,6 +373,53 @@ TEST_F(ContextTest, ParentsKeepThePathUpToAPivot) {
   EXPECT_THAT(destinations(select(context, {"x/./y"}), true, "x/./y"), ElementsAre("y", "y/z.txt"));
 }
 
+TEST_F(ContextTest, ParentsPatternsTakeWildcardsAndDoubleStarAroundThePivot) {
+  // testCopyRelativeParents' tree: wildcards before the pivot drop the component they
+  // matched; `**` after it crosses any number of directories, none included.
+  for (const char* file : {"t/a/b/c/d/foo", "t/a/b/c/d/e/bay", "t/a/b2/c/d/e/bar", "t/a/b/c2/d/e/baz",
+                           "t/a/b/c2/d/e2/baz"}) {
+    write(ctx_ / file, "f");
+  }
+  BuildContext context = open_context(ctx_);
+  SelectOptions options;
+  options.parents = true;
+  const auto kept = [&](const std::vector<std::string>& sources) {
+    std::vector<std::string> out;
+    for (const auto& match : select(context, sources, options)) {
+      for (const auto& entry : match.entries) out.push_back(relative_destination(match, entry, true, match.source));
+    }
+    return out;
+  };
+  EXPECT_THAT(kept({"/t/a/b/c*/./d/**/baz", "/t/a/b*/./c/**/bar"}),
+              ElementsAre("d/e/baz", "d/e2/baz", "c/d/e/bar"));
+  EXPECT_THAT(kept({"/t/a/b*/./c/**/e"}), ElementsAre("c/d/e", "c/d/e/bay", "c/d/e", "c/d/e/bar"));
+  EXPECT_THAT(kept({"/t/a/./*/c/d/foo"}), ElementsAre("b/c/d/foo"));
+  EXPECT_THAT(kept({"t/**/foo"}), ElementsAre("t/a/b/c/d/foo"));  // no pivot: the whole path is kept
+  // A wildcard matching nothing copies nothing; a literal path must exist.
+  EXPECT_THAT(kept({"/t/a/b/./c9*"}), ElementsAre());
+  EXPECT_THAT(select_error(context, {"/t/nonexistent"}, options), HasSubstr("\"/t/nonexistent\": not found"));
+  // Without --parents, `**` stays one component's `*` and `/./` is no pivot.
+  EXPECT_THAT(select_error(context, {"t/**/foo"}), HasSubstr("not found"));
+}
+
+TEST_F(ContextTest, AnUnmatchedWildcardIsNoErrorWhenAnotherSourceMatched) {
+  BuildContext context = open_context(ctx_);
+  auto matches = select(context, {"a.txt", "nomatch*"});
+  ASSERT_EQ(matches.size(), 1u);
+  EXPECT_EQ(matches[0].name, "a.txt");
+  EXPECT_EQ(matches[0].source, "a.txt");
+  EXPECT_EQ(select_error(context, {"nomatch*", "none?"}),
+            "failed to calculate checksum of build context: \"/nomatch*\": not found");
+}
+
+TEST_F(ContextTest, NotFoundNamesAStageOrImageAsARef) {
+  BuildContext context = open_context(ctx_);
+  SelectOptions options;
+  options.described_as = "ref sha256:abc";
+  EXPECT_EQ(select_error(context, {"/test/nonexistent-file"}, options),
+            "failed to calculate checksum of ref sha256:abc: \"/test/nonexistent-file\": not found");
+}
+
 TEST_F(ContextTest, HardLinksPointAtTheFirstSelectedPath) {
   ASSERT_EQ(::link((ctx_ / "a.txt").c_str(), (ctx_ / "dir/a-again").c_str()), 0);
   BuildContext context = open_context(ctx_);

@@ -50,9 +50,6 @@ const std::vector<KnownDifference> kKnownDifferences = {
     {"run-mount-cache", "owned: missing", kMountPoints},
     {"run-mount-tmpfs", "scratch: missing", kMountPoints},
     {"run-mount-secret", "etc/token.txt: missing", kMountPoints},
-    {"copy-dir-contents", "only-sub: mode",
-     "BuildKit (fsutil copyDirectory + copyFileInfo) gives a directory COPY's new destination the source "
-     "directory's mode; buildah makes it 0755"},
     {"copy-chmod", "tree: mode",
      "BuildKit applies --chmod to a directory COPY's destination directory as well; buildah makes it 0755"},
     {"onbuild", "history:",

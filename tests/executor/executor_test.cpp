@@ -225,6 +225,27 @@ TEST_F(ExecutorTest, FailingRunNamesTheLineAndTheExitCode) {
   EXPECT_EQ(leftovers, 0u);
 }
 
+TEST_F(ExecutorTest, ACopyFailingOnScratchLeavesNothingInTmp) {
+  // The empty lower dir overlayfs needs for a step on scratch goes with the failed step.
+  write_file(context_dir_ / "a.txt", "a");
+  auto result = build("FROM scratch\nCOPY --chown=nosuchuser a.txt /\n");
+  ASSERT_FALSE(result);
+  EXPECT_NE(result.error().message.find("no such user: nosuchuser"), std::string::npos) << result.error().message;
+  std::vector<std::string> leftovers;
+  for (const auto& entry : fs::directory_iterator(store_dir_ / "tmp")) {
+    if (entry.path().extension() != ".lock") leftovers.push_back(entry.path().filename());
+  }
+  EXPECT_TRUE(leftovers.empty()) << leftovers.front();
+}
+
+TEST_F(ExecutorTest, CopyOfAUrlIsRefusedNamingTheLine) {
+  auto result = build("FROM scratch\nCOPY http://example.com/README.md /\n");
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().message.rfind("Dockerfile:2: ", 0), 0u) << result.error().message;
+  EXPECT_NE(result.error().message.find("source can't be a URL for COPY"), std::string::npos)
+      << result.error().message;
+}
+
 // A remote cache over another store's build: what --cache-from gives the executor, minus
 // the registry. Counts the layers fetched.
 class StoreRemoteCache : public RemoteCache {

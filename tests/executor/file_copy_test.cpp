@@ -83,7 +83,6 @@ class FileCopyTest : public ::testing::Test {
     }
     CopyRequest request;
     request.tree = &*context_;
-    request.sources = sources;
     if (!sources.empty()) {
       auto matches = context_->select(sources, options);
       if (!matches) throw std::runtime_error(matches.error().message);
@@ -218,7 +217,8 @@ TEST_F(FileCopyTest, ChmodAppliesToEveryFileAndDirectoryCopiedNotToCreatedParent
   auto octal = request({"dir"}, "/parent/octal");
   octal.chmod = *Chmod::parse("0750");
   copy(octal);
-  EXPECT_EQ(mode_of(root_ / "parent"), 0755u);
+  // BuildKit (testCopyChmod): an octal mode also goes to the parents the copy creates.
+  EXPECT_EQ(mode_of(root_ / "parent"), 0750u);
   EXPECT_EQ(mode_of(root_ / "parent/octal"), 0750u);
   EXPECT_EQ(mode_of(root_ / "parent/octal/x"), 0750u);
   EXPECT_EQ(mode_of(root_ / "parent/octal/sub"), 0750u);
@@ -227,11 +227,60 @@ TEST_F(FileCopyTest, ChmodAppliesToEveryFileAndDirectoryCopiedNotToCreatedParent
   auto symbolic = request({"dir", "run.sh", "a.txt"}, "/symbolic/");
   symbolic.chmod = *Chmod::parse("a=rX");
   copy(symbolic);
-  EXPECT_EQ(mode_of(root_ / "symbolic"), 0555u);      // the copied directory
+  // The created destination is made like a parent: a symbolic mode leaves it 0755 (BuildKit).
+  EXPECT_EQ(mode_of(root_ / "symbolic"), 0755u);
   EXPECT_EQ(mode_of(root_ / "symbolic/sub"), 0555u);  // X: directories are searchable
   EXPECT_EQ(mode_of(root_ / "symbolic/x"), 0444u);
   EXPECT_EQ(mode_of(root_ / "symbolic/run.sh"), 0555u);  // X: already executable
   EXPECT_EQ(mode_of(root_ / "symbolic/a.txt"), 0444u);
+}
+
+TEST_F(FileCopyTest, AnOctalChmodModesTheParentsItCreatesNotThoseThatExist) {
+  // testCopyChmod: /parent is made by the first copy, /parent/sub by the second.
+  auto first = request({"a.txt"}, "/parent/foo");
+  first.chmod = *Chmod::parse("777");
+  copy(first);
+  auto second = request({"a.txt"}, "/parent/sub/foo");
+  second.chmod = *Chmod::parse("770");
+  copy(second);
+  EXPECT_EQ(mode_of(root_ / "parent"), 0777u);
+  EXPECT_EQ(mode_of(root_ / "parent/sub"), 0770u);
+  EXPECT_EQ(mode_of(root_ / "parent/sub/foo"), 0770u);
+  auto symbolic = request({"a.txt"}, "/sym/foo");
+  symbolic.chmod = *Chmod::parse("u+x");
+  copy(symbolic);
+  EXPECT_EQ(mode_of(root_ / "sym"), 0755u);
+  EXPECT_EQ(mode_of(root_ / "sym/foo"), 0740u);
+}
+
+TEST_F(FileCopyTest, ADirectorysNewDestinationIsRootOwnedAndItsContentsKeepTheirOwners) {
+  // testCopyChownExistingDir: COPY --from=source /dir /dir makes /dir as root, then copies
+  // the contents with their owners; an existing destination keeps its owner.
+  ASSERT_EQ(::lchown((ctx_ / "dir").c_str(), 100, 200), 0);
+  ASSERT_EQ(::lchown((ctx_ / "dir/sub").c_str(), 101, 201), 0);
+  ASSERT_EQ(::chmod((ctx_ / "dir").c_str(), 0700), 0);
+  set_mtime(ctx_ / "dir");
+  auto fresh = request({"dir"}, "/dir");
+  fresh.tree_is_rootfs = true;
+  copy(fresh);
+  EXPECT_EQ(owner_of(root_ / "dir"), std::make_pair(0u, 0u));
+  EXPECT_EQ(mode_of(root_ / "dir"), 0755u);
+  EXPECT_TRUE(has_source_mtime(root_ / "dir"));
+  EXPECT_EQ(owner_of(root_ / "dir/sub"), std::make_pair(101u, 201u));
+
+  fs::create_directories(root_ / "existing");
+  ASSERT_EQ(::lchown((root_ / "existing").c_str(), 500, 600), 0);
+  auto into = request({"dir/."}, "/existing");
+  into.tree_is_rootfs = true;
+  copy(into);
+  EXPECT_EQ(owner_of(root_ / "existing"), std::make_pair(500u, 600u));
+  EXPECT_EQ(owner_of(root_ / "existing/sub"), std::make_pair(101u, 201u));
+
+  auto chowned = request({"dir"}, "/chowned");
+  chowned.tree_is_rootfs = true;
+  chowned.owner = Owner{300, 400};
+  copy(chowned);
+  EXPECT_EQ(owner_of(root_ / "chowned"), std::make_pair(300u, 400u));
 }
 
 // ---------------------------------------------------------------- links in the root
@@ -310,6 +359,27 @@ TEST_F(FileCopyTest, ParentsKeepsTheMatchedPathAndItsDirectories) {
   EXPECT_FALSE(fs::exists(root_ / "out/x"));
   EXPECT_EQ(mode_of(root_ / "out/a"), 0750u);  // the source directory's mode and time
   EXPECT_TRUE(has_source_mtime(root_ / "out/a"));
+}
+
+TEST_F(FileCopyTest, ParentsWithWildcardsKeepWhatFollowsThePivotAndAlwaysMakeTheDestination) {
+  write(ctx_ / "test/a/b/c2/d/e/baz", "baz");
+  write(ctx_ / "test/a/b2/c/d/e/bar", "bar");
+  ASSERT_EQ(::chmod((ctx_ / "test/a/b2/c").c_str(), 0750), 0);
+  cache::SelectOptions options;
+  options.parents = true;
+  auto parents = request({"/test/a/b/c*/./d/**/baz", "/test/a/b*/./c/**/bar"}, "/out/", options);
+  parents.parents = true;
+  copy(parents);
+  EXPECT_EQ(read_file(root_ / "out/d/e/baz"), "baz");
+  EXPECT_EQ(read_file(root_ / "out/c/d/e/bar"), "bar");
+  EXPECT_EQ(mode_of(root_ / "out/c"), 0750u);  // a kept directory has its source's mode
+  EXPECT_FALSE(fs::exists(root_ / "out/test"));
+
+  auto nothing = request({"/test/a/b/./c9*"}, "/empty/", options);
+  nothing.parents = true;
+  EXPECT_TRUE(nothing.matches.empty());
+  copy(nothing);
+  EXPECT_TRUE(fs::is_directory(root_ / "empty"));
 }
 
 TEST_F(FileCopyTest, FifosAndDevicesOfARootfsAreRecreated) {
@@ -563,6 +633,41 @@ TEST_F(FileCopyTest, AddCopiesWhatIsNotATarAsAFile) {
   write_tar(ctx_ / "real.tar", sample_members());
   copy(request({"real.tar"}, "/copied/"));
   EXPECT_TRUE(fs::is_regular_file(root_ / "copied/real.tar"));
+}
+
+TEST_F(FileCopyTest, AddExtractsEveryArchiveIntoADestinationWithoutSlash) {
+  // testDockerfileAddArchiveWildcard: `ADD *.tar /dest`.
+  write_tar(ctx_ / "a.tar", {{.name = "foo", .data = "content0"}});
+  write_tar(ctx_ / "b.tar", {{.name = "bar", .data = "content1"}});
+  auto add = request({"*.tar"}, "/dest", {});
+  add.unpack_archives = true;
+  EXPECT_EQ(*count_copied_sources(add), 0u);
+  copy(add);
+  EXPECT_EQ(read_file(root_ / "dest/foo"), "content0");
+  EXPECT_EQ(read_file(root_ / "dest/bar"), "content1");
+  // A file that is not an archive still counts.
+  auto mixed = request({"*.tar", "a.txt", "run.sh"}, "/mixed");
+  mixed.unpack_archives = true;
+  EXPECT_EQ(*count_copied_sources(mixed), 2u);
+  EXPECT_EQ(copy_error(mixed),
+            "When using ADD with more than one source file, the destination must be a directory and end with a /");
+}
+
+TEST_F(FileCopyTest, AnArchiveLinkClimbingAboveTheRootStopsThereAndIsWrittenThrough) {
+  // testSymlinkDestination: at `/`, `../tmp/x` is /tmp/x, inside the root; a later COPY
+  // into the link lands in its target, in the root.
+  write_tar(ctx_ / "t.tar", {{.name = "symlink", .type = AE_IFLNK, .mode = 0755, .link = "../tmp/symlink-target"}});
+  auto add = request({"t.tar"}, "/");
+  add.unpack_archives = true;
+  copy(add);
+  EXPECT_EQ(fs::read_symlink(root_ / "symlink"), "../tmp/symlink-target");  // kept as written
+  copy(request({"a.txt"}, "/symlink/"));
+  EXPECT_EQ(read_file(root_ / "tmp/symlink-target/a.txt"), "alpha");
+  EXPECT_FALSE(fs::exists(tmp_ / "tmp"));
+  // Below `/`, the same link climbs out of the destination: still refused.
+  auto below = request({"t.tar"}, "/dst/");
+  below.unpack_archives = true;
+  EXPECT_THAT(copy_error(below), HasSubstr("link target of \"symlink\" is outside of the destination"));
 }
 
 TEST_F(FileCopyTest, AHostileArchiveNeverWritesOutsideTheRoot) {
