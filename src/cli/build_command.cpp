@@ -942,18 +942,12 @@ Result<BuildPlanInputs> check_flags(const BuildArgs& args) {
   return inputs;
 }
 
-std::optional<std::int64_t> source_date_epoch(const std::map<std::string, std::string>& build_args) {
-  std::string text;
-  if (auto arg = build_args.find("SOURCE_DATE_EPOCH"); arg != build_args.end()) {
-    text = arg->second;
-  } else if (const char* env = std::getenv("SOURCE_DATE_EPOCH")) {
-    text = env;
-  }
-  if (text.empty()) return std::nullopt;
-  char* end = nullptr;
-  const long long value = std::strtoll(text.c_str(), &end, 10);
-  if (end == nullptr || *end != '\0') return std::nullopt;
-  return value;
+// As buildx: SOURCE_DATE_EPOCH in the environment is the build arg unless one was given.
+// The planner validates it and resolves the Dockerfile's default.
+std::map<std::string, std::string> with_epoch_from_env(std::map<std::string, std::string> build_args) {
+  const char* env = std::getenv("SOURCE_DATE_EPOCH");
+  if (env != nullptr && *env != '\0') build_args.emplace("SOURCE_DATE_EPOCH", env);
+  return build_args;
 }
 
 void print_warning(const std::string& message) { std::fprintf(stderr, "kiln: warning: %s\n", message.c_str()); }
@@ -1016,7 +1010,7 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   pull_options.registry.insecure_registries = args.insecure_registries;
   StoreImageSource images(*store, progress, pull_options, args.pull);
   planner::PlanOptions plan_options;
-  plan_options.build_args = flags->build_args;
+  plan_options.build_args = with_epoch_from_env(flags->build_args);
   plan_options.target = args.target;
   plan_options.run_sandbox = flags->run_sandbox;
   plan_options.resolve_base = base_resolver(images);
@@ -1042,7 +1036,6 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   options.secrets = flags->secrets;
   options.ssh_agents = flags->ssh_agents;
   options.labels = flags->labels;
-  options.source_date_epoch = source_date_epoch(flags->build_args);
   push::PushOptions cache_options;
   cache_options.registry.insecure_registries = args.insecure_registries;
   std::vector<std::unique_ptr<executor::RemoteCache>> remote_caches;

@@ -174,11 +174,17 @@ std::string layer_media_type(cache::LayerCompression compression) {
   return std::string(oci::kOciLayerGzip);
 }
 
-std::string now_rfc3339(const BuildOptions& options) {
-  if (options.source_date_epoch) return rfc3339(*options.source_date_epoch);
-  return rfc3339(std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::system_clock::now().time_since_epoch())
-                     .count());
+// The time a history entry (and the image) shows for something made at `created`: with
+// SOURCE_DATE_EPOCH, the epoch, as BuildKit's frontend stamps every entry with it
+// whether or not the exporter is told; else `created` itself.
+std::string stamped(const std::optional<std::int64_t>& source_date_epoch, std::string created) {
+  return source_date_epoch ? rfc3339(*source_date_epoch) : created;
+}
+
+std::string now_rfc3339(const std::optional<std::int64_t>& source_date_epoch) {
+  return stamped(source_date_epoch, rfc3339(std::chrono::duration_cast<std::chrono::seconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count()));
 }
 
 // What a COPY/ADD step reads, prepared before its key is known.
@@ -362,8 +368,7 @@ Result<StageState> Build::start_stage(const planner::Stage& stage) {
   const VertexId vertex = options_.progress->start(vertex_name(stage, 0, from));
   switch (stage.base.kind) {
     case planner::StageBase::Kind::scratch: {
-      oci::ImageConfig empty;
-      state.config = start_stage_config(empty, stage);
+      state.config = start_stage_config(scratch_config(), stage);
       state.key = planner::base_key(stage, "").str();
       state.base = "scratch";
       break;
@@ -393,7 +398,7 @@ Result<StageState> Build::start_stage(const planner::Stage& stage) {
       break;
     }
   }
-  state.created = state.config.created;
+  state.created = stamped(graph_.source_date_epoch, state.config.created);
   options_.progress->done(vertex);
   return state;
 }
@@ -671,7 +676,7 @@ Result<void> Build::run_layer_step(const planner::Stage& stage, std::size_t stag
     }
   }
   if (hit) {
-    state.created = hit->created;
+    state.created = stamped(graph_.source_date_epoch, hit->created);
     steps_cached_++;
     options_.progress->cached(vertex);
   } else {
@@ -688,7 +693,7 @@ Result<void> Build::run_layer_step(const planner::Stage& stage, std::size_t stag
     auto made = execute(stage, step, state, copy, vertex);
     if (!made) return fail(made.error());
     layer = std::move(made).value();
-    state.created = now_rfc3339(options_);
+    state.created = now_rfc3339(graph_.source_date_epoch);
     layer.key = key.str();
     layer.created = state.created;
     if (auto recorded = cache_.record(key, CachedLayer{layer.diff_id, layer.blob, state.created}); !recorded) {
@@ -873,7 +878,7 @@ Result<Layer> Build::commit_layer(const fs::path& tree, const std::vector<fs::pa
   UniqueFd out(raw);
   cache::LayerWriteOptions write;
   write.compression = options_.compression;
-  write.source_date_epoch = options_.source_date_epoch;
+  write.source_date_epoch = graph_.source_date_epoch;
   write.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   auto info = overlay ? (write.overlay_whiteouts = true, write.lower_dirs = lowers, cache::write_layer(tree, out.get(), write))
                       : cache::write_layer_diff(tree, lowers, out.get(), write);

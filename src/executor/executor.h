@@ -121,7 +121,6 @@ struct BuildOptions {
   /// incompressible data), and an image that leaves the machine is compressed on the way
   /// (push converts once and remembers the variant), so local builds never wait for it.
   cache::LayerCompression compression = cache::LayerCompression::none;
-  std::optional<std::int64_t> source_date_epoch;  // SOURCE_DATE_EPOCH: clamps layer mtimes
   /// `--cache-from`: consulted in order after the local cache (not with --no-cache).
   std::vector<RemoteCache*> remote_caches;
 };

@@ -20,6 +20,12 @@ void set_env(std::vector<std::string>& env, const std::string& name, const std::
 
 }  // namespace
 
+oci::ImageConfig scratch_config() {
+  oci::ImageConfig config;
+  config.config.working_dir = "/";
+  return config;
+}
+
 oci::ImageConfig start_stage_config(const oci::ImageConfig& base, const planner::Stage& stage) {
   oci::ImageConfig config = base;
   if (config.architecture.empty()) {

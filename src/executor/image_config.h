@@ -13,9 +13,13 @@
 
 namespace kiln::executor {
 
+/// The config a `FROM scratch` stage starts from, as BuildKit's emptyImage: WorkingDir "/".
+/// Its platform comes from start_stage_config, its PATH from the planner's added_env.
+oci::ImageConfig scratch_config();
+
 /// The config a stage starts from: the base image's (or base stage's) with OnBuild emptied
 /// (its triggers run in this stage), the planner's added_env (PATH) appended, history kept.
-/// For scratch, `base` is an empty config of `platform`.
+/// For scratch, `base` is scratch_config().
 oci::ImageConfig start_stage_config(const oci::ImageConfig& base, const planner::Stage& stage);
 
 /// Applies `change` to `config` in the planner's documented field order.

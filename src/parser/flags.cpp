@@ -61,6 +61,12 @@ std::optional<std::string> suggest(std::string_view value,
   return match;
 }
 
+std::string with_suggestion(std::string message, std::string_view value,
+                            std::span<const std::string_view> options, bool case_sensitive) {
+  if (auto close = suggest(value, options, case_sensitive)) message += " (did you mean " + *close + "?)";
+  return message;
+}
+
 const ParsedFlags::Entry* ParsedFlags::find(std::string_view name) const {
   for (const Entry& entry : entries_) {
     if (entry.name == name) return &entry;
@@ -126,11 +132,9 @@ Result<ParsedFlags> parse_flags(const Node& node, std::span<const FlagSpec> allo
     if (spec == allowed.end()) {
       std::vector<std::string_view> names;
       for (const FlagSpec& s : allowed) names.push_back(s.name);
-      std::string message = "unknown flag: " + flag;
-      if (auto close = suggest(name, names, /*case_sensitive=*/true)) {
-        message += " (did you mean --" + *close + "?)";
-      }
-      return flag_error(filename, at, message);
+      // As BuildKit's BFlags.Parse: the candidates are this instruction's flags, and the
+      // suggestion is the bare name (`did you mean mount?`), without the dashes.
+      return flag_error(filename, at, with_suggestion("unknown flag: " + flag, name, names, /*case_sensitive=*/true));
     }
 
     auto entry = std::find_if(parsed.entries_.begin(), parsed.entries_.end(),

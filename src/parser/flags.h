@@ -69,7 +69,7 @@ class ParsedFlags {
 
 /// Checks `node.flags` against `allowed`, BuildKit's rules. Each error names
 /// the offending flag's own position: `Dockerfile:3:6: unknown flag: --frm (did
-/// you mean --from?)`, `duplicate flag specified: --from`, `missing a value on
+/// you mean from?)` (BuildKit suggests the bare name), `duplicate flag specified: --from`, `missing a value on
 /// flag: --chown`, `expecting boolean value for flag --link, not: maybe`.
 /// `filename` only labels errors. Pure and thread-safe.
 Result<ParsedFlags> parse_flags(const Node& node, std::span<const FlagSpec> allowed,
@@ -83,5 +83,10 @@ Result<ParsedFlags> parse_flags(const Node& node, std::span<const FlagSpec> allo
 std::optional<std::string> suggest(std::string_view value,
                                    std::span<const std::string_view> options,
                                    bool case_sensitive);
+
+/// `message` with BuildKit's ` (did you mean X?)` appended when suggest() finds X
+/// (suggest.WrapError); `message` unchanged otherwise. Every "did you mean" goes through here.
+std::string with_suggestion(std::string message, std::string_view value,
+                            std::span<const std::string_view> options, bool case_sensitive);
 
 }  // namespace kiln::parser

@@ -320,14 +320,6 @@ constexpr std::string_view kMountKeys[] = {
 
 std::string_view mount_type_name(MountType type) { return kMountTypeNames[size_t(type)]; }
 
-std::string with_suggestion(std::string message, std::string_view value,
-                            std::span<const std::string_view> options) {
-  if (auto close = suggest(value, options, /*case_sensitive=*/true)) {
-    message += " (did you mean " + *close + "?)";
-  }
-  return message;
-}
-
 // One line of CSV as Go's encoding/csv reads it (BuildKit uses a fast clone):
 // fields split on `,`, a field may be wrapped in `"` with `""` for a quote.
 Result<std::vector<std::string>> split_csv(std::string_view line) {
@@ -452,7 +444,8 @@ Result<Mount> parse_mount_expanded(std::string_view spec, const WordExpander& ex
       const std::string name = lower(value);
       auto found = std::find(std::begin(kMountTypeNames), std::end(kMountTypeNames), name);
       if (found == std::end(kMountTypeNames)) {
-        return Error{with_suggestion("unsupported mount type " + go_quote(value), value, kMountTypeNames)};
+        return Error{with_suggestion("unsupported mount type " + go_quote(value), value, kMountTypeNames,
+                                     /*case_sensitive=*/true)};
       }
       mount.type = MountType(found - std::begin(kMountTypeNames));
     } else if (key == "from") {
@@ -482,7 +475,8 @@ Result<Mount> parse_mount_expanded(std::string_view spec, const WordExpander& ex
       const std::string name = lower(value);
       auto found = std::find(std::begin(kSharingNames), std::end(kSharingNames), name);
       if (found == std::end(kSharingNames)) {
-        return Error{with_suggestion("unsupported sharing value " + go_quote(value), value, kSharingNames)};
+        return Error{with_suggestion("unsupported sharing value " + go_quote(value), value, kSharingNames,
+                                     /*case_sensitive=*/true)};
       }
       mount.sharing = CacheSharing(found - std::begin(kSharingNames));
       sharing_set = true;
@@ -493,7 +487,8 @@ Result<Mount> parse_mount_expanded(std::string_view spec, const WordExpander& ex
     } else if (key == "env") {
       mount.env = value;
     } else {
-      return Error{with_suggestion("unexpected key '" + key + "' in '" + field + "'", key, kMountKeys)};
+      return Error{with_suggestion("unexpected key '" + key + "' in '" + field + "'", key, kMountKeys,
+                                   /*case_sensitive=*/true)};
     }
   }
 
@@ -1023,11 +1018,8 @@ Result<Instruction> to_typed_instruction(const Node& node, std::string_view file
   std::vector<std::string> names;
   for (const Converter& converter : kConverters) names.push_back(upper(converter.keyword));
   std::vector<std::string_view> options(names.begin(), names.end());
-  std::string message = "unknown instruction: " + node.keyword;
-  if (auto close = suggest(node.keyword, options, /*case_sensitive=*/false)) {
-    message += " (did you mean " + *close + "?)";
-  }
-  return context.error(message);
+  return context.error(
+      with_suggestion("unknown instruction: " + node.keyword, node.keyword, options, /*case_sensitive=*/false));
 }
 
 Result<TypedDockerfile> to_typed(const Dockerfile& ast) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -32,11 +33,12 @@ std::string lower(std::string_view text) {
   return out;
 }
 
-// The proxy variables BuildKit passes to RUN outside the cache key (llb.ProxyEnv).
+// The proxy variables BuildKit passes to RUN outside the cache key (llb.ProxyEnv), in lower
+// case; a build arg of any case names one.
+constexpr std::string_view kProxyArgs[] = {"http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"};
+
 bool is_proxy_arg(std::string_view name) {
-  static const std::set<std::string> names = {"http_proxy", "https_proxy", "ftp_proxy", "no_proxy",
-                                              "all_proxy"};
-  return names.count(lower(name)) > 0;
+  return std::find(std::begin(kProxyArgs), std::end(kProxyArgs), lower(name)) != std::end(kProxyArgs);
 }
 
 const std::string* env_get(const Env& env, std::string_view name) {
@@ -317,25 +319,79 @@ void add_dependency(StageInfo& info, const StepInput& input, SourcePosition wher
   if (info.depends_on.insert(input.stage).second) info.dependency_position[input.stage] = where;
 }
 
+// Errors from helpers that already carry a location: the caller adds the
+// instruction's own, so keep only the message.
+std::string strip_location(const std::string& message, std::string_view filename) {
+  std::string prefix = std::string(filename) + ":";
+  if (!message.starts_with(prefix)) return message;
+  size_t colon = message.find(": ", prefix.size());
+  return colon == std::string::npos ? message : message.substr(colon + 2);
+}
+
+// One ONBUILD trigger as the instruction it runs as in a child stage, placed at
+// `from` (the child's FROM line). BuildKit's initOnBuildTriggers.
+Result<parser::Instruction> parse_trigger(const std::string& expression, const parser::SourceRange& from,
+                                          std::string_view filename) {
+  auto where = [&](std::string_view message) {
+    return located(filename, from.start, "ONBUILD " + expression + ": " + std::string(message));
+  };
+  auto ast = parser::parse(expression, filename);
+  if (!ast.ok()) return where(strip_location(ast.error().message, filename));
+  if (ast->instructions.size() != 1) return where("onbuild trigger should be a single expression");
+  auto instruction = parser::to_typed_instruction(ast->instructions.front(), filename);
+  if (!instruction.ok()) return where(strip_location(instruction.error().message, filename));
+  if (std::holds_alternative<parser::FromInstruction>(instruction->command)) {
+    return where("FROM isn't allowed as an ONBUILD trigger");
+  }
+  instruction->range = from;
+  return std::move(*instruction);
+}
+
+// The stages `instruction` reads (COPY --from, RUN --mount from=) become
+// dependencies of `info`, first seen at `where`.
+Result<void> add_references(const std::vector<StageInfo>& stages, StageInfo& info,
+                            const parser::Instruction& instruction, SourcePosition where, std::string_view filename) {
+  if (auto* copy = std::get_if<parser::CopyInstruction>(&instruction.command)) {
+    auto input = copy_source(stages, copy->from, filename, where);
+    if (!input.ok()) return input.error();
+    add_dependency(info, *input, where);
+  } else if (auto* run = std::get_if<parser::RunInstruction>(&instruction.command)) {
+    for (const parser::Mount& mount : run->mounts) {
+      if (mount.from.empty() || mount.from.find('$') != std::string::npos) continue;
+      auto input = mount_source(stages, mount.from, filename, mount.position);
+      if (!input.ok()) return input.error();
+      add_dependency(info, *input, mount.position);
+    }
+  }
+  return {};
+}
+
 Result<void> collect_references(std::vector<StageInfo>& stages, std::string_view filename) {
   for (StageInfo& info : stages) {
     for (const parser::Instruction& instruction : info.stage->instructions) {
-      SourcePosition where = instruction.range.start;
-      if (auto* copy = std::get_if<parser::CopyInstruction>(&instruction.command)) {
-        auto input = copy_source(stages, copy->from, filename, where);
-        if (!input.ok()) return input.error();
-        add_dependency(info, *input, where);
-      } else if (auto* run = std::get_if<parser::RunInstruction>(&instruction.command)) {
-        for (const parser::Mount& mount : run->mounts) {
-          if (mount.from.empty() || mount.from.find('$') != std::string::npos) continue;
-          auto input = mount_source(stages, mount.from, filename, mount.position);
-          if (!input.ok()) return input.error();
-          add_dependency(info, *input, mount.position);
-        }
+      if (auto added = add_references(stages, info, instruction, instruction.range.start, filename); !added.ok()) {
+        return added.error();
       }
     }
   }
   return {};
+}
+
+// A stage built FROM another stage runs that stage's ONBUILD triggers, so the
+// stages they read are its dependencies too (BuildKit's resolveStages loop).
+// Done after check_cycles, as BuildKit validates cycles before it reads
+// triggers. A trigger that does not parse adds nothing: the dispatcher reports
+// it, and only if the stage is needed.
+void collect_trigger_references(std::vector<StageInfo>& stages, std::string_view filename) {
+  for (StageInfo& info : stages) {
+    if (info.base.kind != StageBase::Kind::stage) continue;
+    for (const parser::Instruction& instruction : stages[info.base.stage].stage->instructions) {
+      auto* onbuild = std::get_if<parser::OnbuildInstruction>(&instruction.command);
+      if (onbuild == nullptr) continue;
+      auto trigger = parse_trigger(onbuild->expression, info.stage->range, filename);
+      if (trigger.ok()) (void)add_references(stages, info, *trigger, info.stage->range.start, filename);
+    }
+  }
 }
 
 // BuildKit's validateCircularDependency: any cycle among all stages is an error.
@@ -371,12 +427,12 @@ Result<size_t> find_target(const std::vector<StageInfo>& stages, const std::stri
   for (const StageInfo& info : stages) {
     if (!info.name.empty()) names.push_back(info.name);
   }
-  if (auto suggestion = parser::suggest(target, names, true)) message += " (did you mean " + *suggestion + "?)";
-  return Error{message};
+  return Error{parser::with_suggestion(message, target, names, /*case_sensitive=*/true)};
 }
 
-// The stages `target` needs, in an order where each follows its
-// dependencies; among stages that are ready, file order first (Kahn's).
+// The stages `target` needs, in file order: BuildKit dispatches stages in file
+// order, so a stage that reads one defined after it fails when planned
+// (StageDispatcher::planned_source) instead of being reordered.
 std::vector<size_t> build_order(const std::vector<StageInfo>& stages, size_t target) {
   std::set<size_t> needed;
   std::vector<size_t> pending = {target};
@@ -386,22 +442,7 @@ std::vector<size_t> build_order(const std::vector<StageInfo>& stages, size_t tar
     if (!needed.insert(i).second) continue;
     for (size_t dependency : stages[i].depends_on) pending.push_back(dependency);
   }
-  std::vector<size_t> order;
-  std::set<size_t> placed;
-  while (placed.size() < needed.size()) {
-    for (size_t i : needed) {
-      if (placed.count(i)) continue;
-      bool ready = std::all_of(stages[i].depends_on.begin(), stages[i].depends_on.end(),
-                               [&](size_t d) { return placed.count(d) > 0; });
-      if (ready) {
-        order.push_back(i);
-        placed.insert(i);
-        break;
-      }
-    }
-  }
-  // Every other needed stage is an ancestor of the target, so it comes last.
-  return order;
+  return {needed.begin(), needed.end()};
 }
 
 // --- pass 3: the instructions of each needed stage -----------------------
@@ -634,7 +675,7 @@ class StageDispatcher {
     stage_name_ = info.display_name();
     std::vector<parser::Instruction> triggers;
     for (const std::string& expression : state.onbuild) {
-      auto trigger = parse_trigger(expression, stage.range);
+      auto trigger = parse_trigger(expression, stage.range, filename_);
       if (!trigger.ok()) return trigger.error();
       triggers.push_back(std::move(*trigger));
     }
@@ -661,31 +702,12 @@ class StageDispatcher {
   }
 
  private:
-  // A trigger is parsed only when a child uses it (BuildKit's initOnBuildTriggers).
-  Result<parser::Instruction> parse_trigger(const std::string& expression, const parser::SourceRange& from) const {
-    auto where = [&](std::string_view message) {
-      return located(filename_, from.start, "ONBUILD " + expression + ": " + std::string(message));
-    };
-    auto ast = parser::parse(expression, filename_);
-    if (!ast.ok()) return where(strip_location(ast.error().message));
-    if (ast->instructions.size() != 1) return where("onbuild trigger should be a single expression");
-    auto instruction = parser::to_typed_instruction(ast->instructions.front(), filename_);
-    if (!instruction.ok()) return where(strip_location(instruction.error().message));
-    if (std::holds_alternative<parser::FromInstruction>(instruction->command)) {
-      return where("FROM isn't allowed as an ONBUILD trigger");
-    }
-    instruction->range = from;
-    return std::move(*instruction);
-  }
-
-  // A stage a step reads must have been planned already; only an ONBUILD
-  // trigger can name one that was not (BuildKit's error text).
-  Result<StepInput> planned_source(Result<StepInput> input, std::string_view name) const {
-    if (!input.ok()) return Error{strip_location(input.error().message)};
-    if (input->kind == StepInput::Kind::stage && planned_.count(input->stage) == 0) {
-      return Error{"cannot copy from stage \"" + std::string(name) + "\", it needs to be defined before current stage \"" +
-                   stage_name_ + "\""};
-    }
+  // A stage a step reads must have been planned already: stages are planned in
+  // file order, as BuildKit dispatches them, so a stage defined later (or one only
+  // an image's ONBUILD trigger names) is not. `unplanned` is BuildKit's error for it.
+  Result<StepInput> planned_source(Result<StepInput> input, std::string unplanned) const {
+    if (!input.ok()) return Error{strip_location(input.error().message, filename_)};
+    if (input->kind == StepInput::Kind::stage && planned_.count(input->stage) == 0) return Error{std::move(unplanned)};
     return input;
   }
 
@@ -1029,7 +1051,7 @@ class StageDispatcher {
     parser::RunInstruction resolved = run;
     auto mounts = parser::resolve_mounts(
         run, [&](std::string_view word) { return expand(word, state); }, filename_);
-    if (!mounts.ok()) return Error{strip_location(mounts.error().message)};
+    if (!mounts.ok()) return Error{strip_location(mounts.error().message, filename_)};
     resolved.mounts = *mounts;
     for (size_t i = 0; i < resolved.mounts.size(); ++i) {
       const parser::Mount& mount = resolved.mounts[i];
@@ -1038,7 +1060,9 @@ class StageDispatcher {
       const std::string& from = i < run.mounts.size() ? run.mounts[i].from : mount.from;
       int slot = -1;
       if (!from.empty()) {
-        auto input = planned_source(mount_source(infos_, from, filename_, mount.position), from);
+        auto input = planned_source(mount_source(infos_, from, filename_, mount.position),
+                                    "cannot mount from stage " + go_quote(from) + " to " + go_quote(mount.target) +
+                                        ", stage needs to be defined before current command");
         if (!input.ok()) return input.error();
         slot = static_cast<int>(step.inputs.size());
         step.inputs.push_back(*input);
@@ -1054,15 +1078,6 @@ class StageDispatcher {
     run_argv(resolved, state, step);
     step.created_by = run_history(state, step.argv);
     return {};
-  }
-
-  // Errors from helpers that already carry a location: plan_step adds the
-  // instruction's own, so keep only the message.
-  std::string strip_location(const std::string& message) const {
-    std::string prefix = std::string(filename_) + ":";
-    if (!message.starts_with(prefix)) return message;
-    size_t colon = message.find(": ", prefix.size());
-    return colon == std::string::npos ? message : message.substr(colon + 2);
   }
 
   Result<void> expand_files(parser::FileSources& files, const StageState& state) const {
@@ -1107,7 +1122,9 @@ class StageDispatcher {
     if (!chmod.ok()) return chmod.error();
     expanded.chown = *chown;
     expanded.chmod = *chmod;
-    auto source = planned_source(copy_source(infos_, copy.from, filename_, step.range.start), copy.from);
+    auto source = planned_source(copy_source(infos_, copy.from, filename_, step.range.start),
+                                 "cannot copy from stage " + go_quote(copy.from) +
+                                     ", it needs to be defined before current stage " + go_quote(stage_name_));
     if (!source.ok()) return source.error();
     step.inputs.push_back(*source);
     step.destination = absolute_destination(step.working_dir, expanded.files.destination);
@@ -1182,6 +1199,57 @@ void renumber(StepInput& input, const std::map<size_t, size_t>& graph_index) {
   if (input.kind == StepInput::Kind::stage) input.stage = graph_index.at(input.stage);
 }
 
+// BuildKit's proxyEnvFromBuildArgs + proxyEnvList: each proxy variable takes its value from
+// the build arg of that name in any case (in sorted order, so `http_proxy` wins over
+// `HTTP_PROXY`), and a non-empty value reaches RUN under both the upper- and lower-case name.
+std::vector<EnvVar> proxy_env(const std::map<std::string, std::string>& build_args) {
+  std::vector<EnvVar> env;
+  for (std::string_view proxy : kProxyArgs) {
+    std::string value;
+    for (const auto& [name, given] : build_args) {
+      if (lower(name) == proxy) value = given;
+    }
+    if (value.empty()) continue;
+    std::string upper(proxy);
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    env.push_back({upper, value});
+    env.push_back({std::string(proxy), value});
+  }
+  return env;
+}
+
+// Go's strconv.ParseInt(text, 10, 64): an optional sign, then decimal digits, in range.
+std::optional<std::int64_t> parse_int64(std::string_view text) {
+  const bool plus = text.starts_with('+');  // from_chars takes '-' but not '+'
+  if (plus) text.remove_prefix(1);
+  if (text.empty() || (plus && text[0] == '-')) return std::nullopt;
+  std::int64_t value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// BuildKit's getBuildArgValue + resolveSourceDateEpochValue. An empty value means
+// no epoch. BuildKit also reads the epoch from the build context's metadata
+// (`context`) or a source stage's remote ADD (a stage name); kiln does not, and
+// says so rather than build with another time.
+Result<std::optional<std::int64_t>> source_date_epoch(const PlanOptions& options, const GlobalScope& global,
+                                                      const std::vector<StageInfo>& stages) {
+  constexpr std::string_view kName = "SOURCE_DATE_EPOCH";
+  std::string value;
+  if (auto given = options.build_args.find(std::string(kName)); given != options.build_args.end()) {
+    value = given->second;
+  } else if (const std::string* declared = env_get(global.args, kName)) {
+    value = *declared;
+  }
+  if (value.empty()) return std::optional<std::int64_t>();
+  if (auto seconds = parse_int64(value)) return std::optional<std::int64_t>(*seconds);
+  if (value == "context" || stage_by_name(stages, value)) {
+    return Error{"SOURCE_DATE_EPOCH=" + value + ": taking the epoch from the build context or a stage is not supported"};
+  }
+  return Error{"invalid SOURCE_DATE_EPOCH: " + value};
+}
+
 std::vector<std::string> unused_build_args(const PlanOptions& options, const std::set<std::string>& consumed) {
   static const std::set<std::string> predefined = {
       "BUILDPLATFORM",  "BUILDOS",        "BUILDOSVERSION", "BUILDARCH",   "BUILDVARIANT", "TARGETPLATFORM",
@@ -1213,10 +1281,13 @@ Result<BuildGraph> plan(const parser::Dockerfile& dockerfile, const PlanOptions&
     if (!info.ok()) return info.error();
     infos.push_back(std::move(*info));
   }
+  auto epoch = source_date_epoch(options, *global, infos);
+  if (!epoch.ok()) return epoch.error();
   auto target = find_target(infos, options.target);
   if (!target.ok()) return target.error();
   if (auto references = collect_references(infos, filename); !references.ok()) return references.error();
   if (auto cycles = check_cycles(infos, filename); !cycles.ok()) return cycles.error();
+  collect_trigger_references(infos, filename);
 
   BuildGraph graph;
   std::set<std::string> consumed = global->declared;
@@ -1264,9 +1335,8 @@ Result<BuildGraph> plan(const parser::Dockerfile& dockerfile, const PlanOptions&
     stage.depends_on.erase(std::unique(stage.depends_on.begin(), stage.depends_on.end()), stage.depends_on.end());
   }
   graph.target = graph.stages.size() - 1;
-  for (const auto& [name, value] : options.build_args) {
-    if (is_proxy_arg(name)) graph.proxy_env.push_back({name, value});
-  }
+  graph.proxy_env = proxy_env(options.build_args);
+  graph.source_date_epoch = *epoch;
   if (auto unused = unused_build_args(options, consumed); !unused.empty()) {
     graph.warnings.push_back("[Warning] One or more build-args " + go_list(unused) + " were not consumed");
   }

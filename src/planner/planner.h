@@ -249,13 +249,19 @@ struct Stage {
 
 /// The plan of one build. Plain value; the executor reads it, never changes it.
 struct BuildGraph {
-  /// Only the stages the target needs, in dependency order: every stage comes
-  /// after all the stages it depends on (file order among the rest).
+  /// Only the stages the target needs, in file order (as BuildKit dispatches
+  /// them), which is also dependency order: a stage that reads a stage defined
+  /// after it is a planning error, `cannot copy from stage "x", it needs to be
+  /// defined before current stage "y"`.
   std::vector<Stage> stages;
   std::size_t target = 0;  // index of the target stage: always the last one
   /// Proxy build args (HTTP_PROXY, https_proxy, NO_PROXY, ...): the executor
   /// adds them to every RUN's environment; never in keys, config or history.
   std::vector<EnvVar> proxy_env;
+  /// SOURCE_DATE_EPOCH in seconds: the build arg, else the global ARG's non-empty
+  /// value (BuildKit's getBuildArgValue); unset when neither gives one. It is the
+  /// image's `created`, every history entry's, and clamps layer mtimes.
+  std::optional<std::int64_t> source_date_epoch;
   /// e.g. `[Warning] One or more build-args [FOO] were not consumed`.
   std::vector<std::string> warnings;
 };
@@ -263,7 +269,8 @@ struct BuildGraph {
 /// Plans `dockerfile` (its typed form is made here) for `options`. Errors
 /// read `<filename>:<line>:<column>: <what>` with BuildKit's texts where it has
 /// them (`target stage "x" could not be found`, `circular dependency detected
-/// on stage: a`, `invalid stage index 3`, `base name (...) should not be blank`).
+/// on stage: a`, `invalid stage index 3`, `base name (...) should not be blank`,
+/// `invalid SOURCE_DATE_EPOCH: x`).
 /// Pure apart from calling options.resolve_base; thread-safe; never throws.
 Result<BuildGraph> plan(const parser::Dockerfile& dockerfile, const PlanOptions& options);
 

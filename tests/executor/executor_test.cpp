@@ -309,6 +309,36 @@ TEST_F(ExecutorTest, RemoteCacheHitsEverythingAndFetchesOnlyWhatTheImageNeeds) {
   EXPECT_EQ(in_image, 1);
 }
 
+// BuildKit's testSourceDateEpochWithoutExporter: the epoch is the image's created time and
+// every history entry's, config-only steps' and cached steps' included.
+TEST_F(ExecutorTest, SourceDateEpochStampsTheImageAndEveryHistoryEntry) {
+  write_file(context_dir_ / "a.txt", "a\n");
+  const std::string dockerfile = "FROM scratch\nENTRYPOINT foo bar\nCOPY a.txt .\n";
+  auto unstamped = build(dockerfile);  // leaves a cache hit recorded at today's time
+  ASSERT_TRUE(unstamped) << unstamped.error().message;
+  auto result = build(dockerfile, nullptr, false, {{"SOURCE_DATE_EPOCH", "1700000001"}});
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_EQ(result->config.created, "2023-11-14T22:13:21Z");
+  ASSERT_EQ(result->config.history.size(), 2u);
+  for (const oci::HistoryEntry& entry : result->config.history) {
+    EXPECT_EQ(entry.created, "2023-11-14T22:13:21Z") << entry.created_by;
+  }
+}
+
+// BuildKit's emptyImage (testDockerfileScratchConfig).
+TEST(ImageConfigTest, ScratchStartsAtTheRootWithThePlatformAndPath) {
+  planner::Stage stage;
+  stage.platform = *oci::Platform::parse("linux/arm64");
+  stage.added_env = {{"PATH", "/usr/bin:/bin"}};
+  const oci::ImageConfig config = start_stage_config(scratch_config(), stage);
+  EXPECT_EQ(config.config.working_dir, "/");
+  EXPECT_EQ(config.os, "linux");
+  EXPECT_EQ(config.architecture, "arm64");
+  EXPECT_EQ(config.config.env, (std::vector<std::string>{"PATH=/usr/bin:/bin"}));
+  EXPECT_EQ(config.rootfs.type, "layers");
+  EXPECT_TRUE(config.history.empty());
+}
+
 TEST(ImageConfigTest, EntrypointResetsAnInheritedCmdAndEnvReplacesInPlace) {
   oci::ContainerConfig config;
   config.env = {"PATH=/bin", "A=1"};

@@ -124,7 +124,7 @@ TEST(Flags, ErrorsNameTheFlagsOwnPosition) {
     auto flags = parse_flags(node_with_flags(std::move(words)), kTestFlags, "Dockerfile");
     return flags.ok() ? "<accepted>" : flags.error().message;
   };
-  EXPECT_EQ(error({"--frm=x"}), "Dockerfile:7:6: unknown flag: --frm (did you mean --from?)");
+  EXPECT_EQ(error({"--frm=x"}), "Dockerfile:7:6: unknown flag: --frm (did you mean from?)");
   EXPECT_EQ(error({"--link", "--chown=1"}), "Dockerfile:7:16: unknown flag: --chown");
   EXPECT_EQ(error({"--from=a", "--from=b"}), "Dockerfile:7:16: duplicate flag specified: --from");
   EXPECT_EQ(error({"--from"}), "Dockerfile:7:6: missing a value on flag: --from");
@@ -261,7 +261,7 @@ TEST(TypedFrom, NeedsOneOrThreeArguments) {
 
 TEST(TypedFrom, AcceptsOnlyPlatform) {
   EXPECT_EQ(error_of("FROM --platfrom=linux/amd64 alpine\n"),
-            "Dockerfile:1:6: unknown flag: --platfrom (did you mean --platform?)");
+            "Dockerfile:1:6: unknown flag: --platfrom (did you mean platform?)");
 }
 
 // ---------------------------------------------------------------------------
@@ -311,7 +311,17 @@ TEST(TypedRun, NetworkAndSecurity) {
   EXPECT_EQ(error_of("FROM scratch\nRUN --network=none --network=host true\n"),
             "Dockerfile:2:20: duplicate flag specified: --network");
   EXPECT_EQ(error_of("FROM scratch\nRUN --mnt=type=cache true\n"),
-            "Dockerfile:2:5: unknown flag: --mnt (did you mean --mount?)");
+            "Dockerfile:2:5: unknown flag: --mnt (did you mean mount?)");
+}
+
+// BuildKit's testMountInvalid: the suggestion is the bare flag name, chosen among RUN's flags.
+TEST(TypedRun, UnknownFlagSuggestsTheBareName) {
+  EXPECT_EQ(error_of("FROM scratch\nRUN --mont=target=/mytmp,type=tmpfs /bin/true\n"),
+            "Dockerfile:2:5: unknown flag: --mont (did you mean mount?)");
+  EXPECT_EQ(error_of("FROM scratch\nRUN --netwrk=none true\n"),
+            "Dockerfile:2:5: unknown flag: --netwrk (did you mean network?)");
+  // Too far from every RUN flag: no suggestion (COPY's --from is not a candidate for RUN).
+  EXPECT_EQ(error_of("FROM scratch\nRUN --frm=x true\n"), "Dockerfile:2:5: unknown flag: --frm");
 }
 
 // --mount: each type, each key, the defaults
@@ -711,7 +721,7 @@ TEST(TypedCopy, Errors) {
   EXPECT_EQ(error_of("FROM scratch\nCOPY /foo <<EOF\nEOF\n"),
             "Dockerfile:2:1: COPY cannot accept a heredoc as a destination");
   EXPECT_EQ(error_of("FROM scratch\nCOPY --frm=build a b\n"),
-            "Dockerfile:2:6: unknown flag: --frm (did you mean --from?)");
+            "Dockerfile:2:6: unknown flag: --frm (did you mean from?)");
   EXPECT_EQ(error_of("FROM scratch\nCOPY --checksum=sha256:00 a b\n"),
             "Dockerfile:2:6: unknown flag: --checksum");
   EXPECT_EQ(error_of("FROM scratch\nCOPY --link --link=false a b\n"),
@@ -869,7 +879,7 @@ TEST(TypedHealthcheck, Errors) {
   EXPECT_EQ(error("HEALTHCHECK --retries=9999999999 CMD true"),
             "Dockerfile:2:13: strconv.ParseInt: parsing \"9999999999\": value out of range");
   EXPECT_EQ(error("HEALTHCHECK --intervl=5s CMD true"),
-            "Dockerfile:2:13: unknown flag: --intervl (did you mean --interval?)");
+            "Dockerfile:2:13: unknown flag: --intervl (did you mean interval?)");
 }
 
 // ---------------------------------------------------------------------------
@@ -901,7 +911,7 @@ TEST(TypedOnbuild, TriggerConvertsLater) {
   ASSERT_TRUE(to_typed(*ast).ok());
   auto trigger = to_typed_instruction(*ast->instructions[1].trigger, "Dockerfile");
   ASSERT_FALSE(trigger.ok());
-  EXPECT_EQ(trigger.error().message, "Dockerfile:2:14: unknown flag: --frm (did you mean --from?)");
+  EXPECT_EQ(trigger.error().message, "Dockerfile:2:14: unknown flag: --frm (did you mean from?)");
 }
 
 // ---------------------------------------------------------------------------

@@ -241,8 +241,10 @@ TEST(PlannerArgs, ProxyArgsReachRunButNotKeysConfigOrHistory) {
   PlanOptions options = amd64_options();
   options.build_args = {{"HTTP_PROXY", "http://secret@proxy:3128"}, {"no_proxy", "localhost"}};
   BuildGraph graph = planned(text, options);
-  EXPECT_EQ(graph.proxy_env,
-            (std::vector<EnvVar>{{"HTTP_PROXY", "http://secret@proxy:3128"}, {"no_proxy", "localhost"}}));
+  EXPECT_EQ(graph.proxy_env, (std::vector<EnvVar>{{"HTTP_PROXY", "http://secret@proxy:3128"},
+                                                  {"http_proxy", "http://secret@proxy:3128"},
+                                                  {"NO_PROXY", "localhost"},
+                                                  {"no_proxy", "localhost"}}));
   const Step& run = last_step(graph);
   EXPECT_FALSE(env_value(run.env, "HTTP_PROXY"));
   EXPECT_EQ(run.definition.find("secret"), std::string::npos);
@@ -251,6 +253,19 @@ TEST(PlannerArgs, ProxyArgsReachRunButNotKeysConfigOrHistory) {
   options.build_args = {{"HTTP_PROXY", "http://other:3128"}};
   EXPECT_EQ(layer_keys(graph.stages[0]), layer_keys(planned(text, options).stages[0]));
   EXPECT_EQ(layer_keys(graph.stages[0]), layer_keys(planned(text).stages[0]));
+}
+
+// BuildKit's proxyEnvFromBuildArgs/proxyEnvList (testBuiltinArgs): either spelling sets both.
+TEST(PlannerArgs, ProxyArgsReachRunInBothCases) {
+  PlanOptions options = amd64_options();
+  options.build_args = {{"http_proxy", "hp"}, {"NO_PROXY", "np"}, {"FOO", "x"}};
+  EXPECT_EQ(planned("FROM scratch\nRUN true\n", options).proxy_env,
+            (std::vector<EnvVar>{{"HTTP_PROXY", "hp"}, {"http_proxy", "hp"}, {"NO_PROXY", "np"}, {"no_proxy", "np"}}));
+  // Both spellings given: the later in sorted order (lower case) wins; an empty value sets nothing.
+  options.build_args = {{"ALL_PROXY", "upper"}, {"all_proxy", "lower"}, {"FTP_PROXY", ""}, {"https_proxy", "s"}};
+  EXPECT_EQ(planned("FROM scratch\nRUN true\n", options).proxy_env,
+            (std::vector<EnvVar>{{"HTTPS_PROXY", "s"}, {"https_proxy", "s"}, {"ALL_PROXY", "lower"},
+                                 {"all_proxy", "lower"}}));
 }
 
 TEST(PlannerArgs, EnvOverridesAnEarlierArgOfTheSameName) {
@@ -620,6 +635,58 @@ TEST(PlannerOnbuild, ATriggerCannotReadAStageThatWasNotPlanned) {
   options.target = "b";
   EXPECT_EQ(error_of("FROM scratch AS a\nONBUILD COPY --from=c /x /x\nFROM a AS b\nFROM scratch AS c\n", options),
             "Dockerfile:3:1: cannot copy from stage \"c\", it needs to be defined before current stage \"b\"");
+}
+
+// BuildKit's testOutOfOrderStage: stages are planned in file order, never reordered.
+TEST(PlannerStages, ReadingAStageDefinedLaterIsAnError) {
+  const char* copy = "FROM alpine AS target\nCOPY --from=build / /out\nFROM alpine AS build\nFROM target\n";
+  EXPECT_EQ(error_of(copy),
+            "Dockerfile:2:1: cannot copy from stage \"build\", it needs to be defined before current stage \"target\"");
+  const char* mount = "FROM alpine AS target\nRUN --mount=from=build,target=/b true\nFROM alpine AS build\nFROM target\n";
+  EXPECT_EQ(error_of(mount), "Dockerfile:2:1: cannot mount from stage \"build\" to \"/b\", stage needs to be "
+                             "defined before current command");
+  // Defined earlier, the same stage is read, whatever the dependency graph's order.
+  BuildGraph graph = planned("FROM alpine AS build\nFROM alpine AS target\nCOPY --from=build / /out\n");
+  EXPECT_EQ(stage_names(graph), (Strings{"build", "target"}));
+}
+
+// BuildKit's testOnBuildInheritedStageWithFrom: a trigger inherited through a stage base
+// may read an earlier stage that nothing else needs; it is planned, and planned first.
+TEST(PlannerOnbuild, AnInheritedTriggerPullsInTheStageItReads) {
+  BuildGraph graph = planned(
+      "FROM alpine AS src\nRUN echo 12 > /f\n"
+      "FROM alpine AS base\nONBUILD COPY --from=src /f /out/foo\n"
+      "FROM base AS mid\nRUN cp /out/foo /out/bar\n"
+      "FROM scratch\nCOPY --from=mid /out/bar /\n");
+  EXPECT_EQ(stage_names(graph), (Strings{"src", "base", "mid", ""}));
+  const Stage& mid = graph.stages[2];
+  EXPECT_EQ(mid.depends_on, (std::vector<size_t>{0, 1}));
+  ASSERT_TRUE(mid.steps[0].onbuild_trigger);
+  EXPECT_EQ(mid.steps[0].inputs[0].stage, 0u);
+}
+
+TEST(PlannerConfig, SourceDateEpochFromTheBuildArgOrTheGlobalArg) {
+  PlanOptions options = amd64_options();
+  EXPECT_EQ(planned("FROM scratch\n").source_date_epoch, std::nullopt);
+  EXPECT_EQ(planned("ARG SOURCE_DATE_EPOCH=1700000000\nFROM scratch\n").source_date_epoch, 1700000000);
+  // A stage's own ARG is not the build's epoch, as in BuildKit.
+  EXPECT_EQ(planned("FROM scratch\nARG SOURCE_DATE_EPOCH=5\n").source_date_epoch, std::nullopt);
+  options.build_args = {{"SOURCE_DATE_EPOCH", "1700000001"}};
+  EXPECT_EQ(planned("ARG SOURCE_DATE_EPOCH=1700000000\nFROM scratch\n", options).source_date_epoch, 1700000001);
+  options.build_args = {{"SOURCE_DATE_EPOCH", ""}};  // an empty build arg: no epoch
+  EXPECT_EQ(planned("ARG SOURCE_DATE_EPOCH=1700000000\nFROM scratch\n", options).source_date_epoch, std::nullopt);
+}
+
+// BuildKit's testSourceDateEpochDockerfileDefaultInvalid.
+TEST(PlannerConfig, AnInvalidSourceDateEpochFailsThePlan) {
+  EXPECT_EQ(error_of("ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\nCOPY Dockerfile .\n"),
+            "invalid SOURCE_DATE_EPOCH: not-a-timestamp");
+  PlanOptions options = amd64_options();
+  options.build_args = {{"SOURCE_DATE_EPOCH", "12s"}};
+  EXPECT_EQ(error_of("FROM scratch\n", options), "invalid SOURCE_DATE_EPOCH: 12s");
+  options.build_args = {{"SOURCE_DATE_EPOCH", "context"}};
+  EXPECT_EQ(error_of("FROM scratch\n", options),
+            "SOURCE_DATE_EPOCH=context: taking the epoch from the build context or a stage is not supported");
 }
 
 TEST(PlannerConfig, EachBaseIsResolvedOncePerPlatform) {
