@@ -369,7 +369,7 @@ Result<StageState> Build::start_stage(const planner::Stage& stage) {
   switch (stage.base.kind) {
     case planner::StageBase::Kind::scratch: {
       state.config = start_stage_config(scratch_config(), stage);
-      state.key = planner::base_key(stage, "").str();
+      state.key = planner::base_key(stage, "", graph_.source_date_epoch).str();
       state.base = "scratch";
       break;
     }
@@ -384,7 +384,7 @@ Result<StageState> Build::start_stage(const planner::Stage& stage) {
       for (std::size_t i = 0; i < base->layers.size(); ++i) {
         state.layers.push_back(image_layer(*base, i));
       }
-      state.key = planner::base_key(stage, base->manifest_digest.str()).str();
+      state.key = planner::base_key(stage, base->manifest_digest.str(), graph_.source_date_epoch).str();
       state.base = base->manifest_digest.str();
       break;
     }

@@ -1361,10 +1361,11 @@ Digest key_of(std::string_view parent_key, std::string_view definition,
 
 }  // namespace
 
-Digest base_key(const Stage& stage, std::string_view identity) {
+Digest base_key(const Stage& stage, std::string_view identity, const std::optional<std::int64_t>& source_date_epoch) {
   nlohmann::json base = {{"base", stage.base.kind == StageBase::Kind::scratch ? "scratch" : "image"},
                          {"identity", identity},
                          {"platform", stage.platform.str()}};
+  if (source_date_epoch) base["source_date_epoch"] = *source_date_epoch;  // absent: the keys of builds without one
   make_dumpable(base);
   return key_of("", base.dump(), {});
 }

@@ -277,8 +277,11 @@ Result<BuildGraph> plan(const parser::Dockerfile& dockerfile, const PlanOptions&
 /// The cache key of a stage's starting point (the parent of its first layer step). For an image base, `identity`
 /// is the image's digest (`sha256:...` of its manifest or config, chosen once
 /// by the executor); for scratch, pass "" . For a stage base, do not call
-/// this: the root key is that stage's final key.
-Digest base_key(const Stage& stage, std::string_view identity);
+/// this: the root key is that stage's final key. `source_date_epoch` (the graph's) is part of
+/// the key when set, since it clamps the times of every file a layer step writes; every step
+/// of every stage descends from a base key, so no layer made under another epoch is reused.
+Digest base_key(const Stage& stage, std::string_view identity,
+                const std::optional<std::int64_t>& source_date_epoch = std::nullopt);
 
 /// key(step) = sha256("kiln-cache/v1\0" + parent_key + step.definition +
 /// "\0" + input identity, for each input). Only for layer steps (see

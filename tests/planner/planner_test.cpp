@@ -569,6 +569,17 @@ TEST(PlannerKeys, ChainedByParentBaseAndInputs) {
   EXPECT_EQ(copy.definition.find("alpine"), std::string::npos);  // the base enters by its digest only
 }
 
+// SOURCE_DATE_EPOCH clamps file times in layers: a layer made under another epoch (or none)
+// must not be reused, and builds without one keep the keys they had.
+TEST(PlannerKeys, TheBaseKeyHoldsTheSourceDateEpochWhenSet) {
+  const BuildGraph graph = planned("FROM alpine\nRUN x\n");
+  const Stage& stage = graph.stages[0];
+  const std::string none = base_key(stage, "sha256:1111").str();
+  EXPECT_EQ(base_key(stage, "sha256:1111", std::nullopt).str(), none);
+  EXPECT_NE(base_key(stage, "sha256:1111", 0).str(), none);
+  EXPECT_NE(base_key(stage, "sha256:1111", 1700000000).str(), base_key(stage, "sha256:1111", 1700000001).str());
+}
+
 TEST(PlannerKeys, DependOnThePlatform) {
   PlanOptions arm = amd64_options();
   arm.target_platform = *oci::Platform::parse("linux/arm64");
