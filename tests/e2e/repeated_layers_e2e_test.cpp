@@ -116,6 +116,18 @@ TEST(RepeatedLayersE2E, BuildRunExportPushAndPullOfAnImageThatRepeatsTheEmptyLay
   EXPECT_EQ(ran_pulled.out, kExpectedFiles);
   expect_built_files(unpack_with_umoci("--src-tls-verify=false docker://" + pushed, from_registry));
 
+  // `kiln save` and `kiln load` into another store keep every layer step.
+  const fs::path saved = out / "saved.tar";
+  ASSERT_EQ(kiln(store.path(), "save -o " + saved.string() + " repeat/app:1").status, 0);
+  EXPECT_EQ(repeated_tar_members(saved), "");
+  const ScratchDir loaded_store;
+  const auto loaded = kiln(loaded_store.path(), "load -i " + saved.string());
+  ASSERT_EQ(loaded.status, 0) << loaded.output;
+  const auto ran_loaded = kiln_split(loaded_store.path(), "run --rm repeat/app:1 sh -c '" + kCheckFiles + "'");
+  EXPECT_EQ(ran_loaded.out, kExpectedFiles) << ran_loaded.err;
+  const json loaded_image = json::parse(kiln(loaded_store.path(), "inspect repeat/app:1").output);
+  EXPECT_EQ(loaded_image["Config"]["rootfs"]["diff_ids"], image["Config"]["rootfs"]["diff_ids"]);
+
   // A rebuild on the same store hits every step, repeats and all.
   const auto rebuilt = kiln_split(store.path(), "build --progress plain -t repeat/app:1 " + context.string());
   ASSERT_EQ(rebuilt.status, 0) << rebuilt.err;
