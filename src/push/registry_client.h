@@ -25,7 +25,7 @@ namespace kiln::push {
 /// 408, 429, 500, 502, 503, 504. Plain data.
 struct RetryPolicy {
   int max_attempts = 5;  // tries per request including the first (a blob download that
-                         // made progress gets its tries back)
+                         // made progress gets its tries back, within RegistryOptions::deadline)
   std::chrono::milliseconds initial_backoff{500};  // doubled after every failure ...
   std::chrono::milliseconds max_backoff{10'000};   // ... up to this; each wait is jittered to 50-100 %
   std::chrono::milliseconds max_retry_after{60'000};  // cap on a server's Retry-After
