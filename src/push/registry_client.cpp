@@ -212,7 +212,7 @@ std::chrono::steady_clock::time_point RegistryClient::deadline_for(std::uint64_t
 
 Error RegistryClient::out_of_time(std::string_view repository, const std::string& what,
                                   std::chrono::steady_clock::duration allowed, const std::string& last) {
-  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(allowed).count();
+  const auto seconds = std::chrono::round<std::chrono::seconds>(allowed).count();
   return failure(repository, what, "gave up after the " + std::to_string(seconds) +
                                        " s this transfer may take, retries included (the registry is too slow or "
                                        "keeps stalling): " + last);
