@@ -706,6 +706,7 @@ Result<Authenticator::Token> Authenticator::fetch_token_locked(RegistryState& st
   }
   request.headers.set("Accept", "application/json");
   request.max_body = 1u << 20;
+  request.deadline = std::chrono::steady_clock::now() + registry_deadline();
   auto response = http_.send(std::move(request));
   if (!response.ok()) return Error{"token request failed: " + response.error().message};
   if (response->status == 401 || response->status == 403) {
@@ -786,6 +787,13 @@ Result<bool> Authenticator::on_unauthorized(std::string_view registry, const std
     const std::string& realm = bearer->params.at("realm");
     if (!realm.starts_with("https://") && !realm.starts_with("http://")) {
       return Error{"the registry's token realm \"" + redact_url(realm) + "\" is not an http(s) URL"};
+    }
+    // Docker and containerd fetch tokens from any realm the registry names, plain http
+    // included (an insecure registry's token server often is); kiln does too, but says
+    // that the credentials travel unencrypted.
+    if (realm.starts_with("http://") && !is_loopback_host(url_host(realm)) && realm != state.realm) {
+      spdlog::warn("{}: the token server {} is plain http: credentials for {}, if any, go to it unencrypted", registry,
+                   redact_url(realm), registry);
     }
     state.scheme = Scheme::bearer;
     state.realm = realm;

@@ -172,7 +172,8 @@ class Authenticator {
   /// Handles a 401 from `registry` whose headers are `response_headers`, to a request sent
   /// with `sent` as its Authorization. Learns the scheme from the challenge; for Bearer,
   /// drops the token that was refused and fetches a fresh one for `scopes` plus the
-  /// challenge's scope. Returns true when a retry would send different credentials, false
+  /// challenge's scope; a realm over plain http on another host than this one is used, as
+  /// Docker does, with a warning. Returns true when a retry would send different credentials, false
   /// when it cannot help (no credentials, or the same ones were just refused). Errors: no
   /// usable challenge, or the token endpoint refused (message says whether credentials
   /// were used and how to fix them; it never contains them).

@@ -2,9 +2,12 @@
 
 #include <curl/curl.h>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -144,10 +147,63 @@ std::string url_origin(std::string_view text) {
   return origin;
 }
 
+std::string url_host(std::string_view text) {
+  CurlUrl url;
+  const std::string copy(text);
+  if (curl_url_set(url.handle, CURLUPART_URL, copy.c_str(), 0) != CURLUE_OK) return {};
+  auto host = url.get(CURLUPART_HOST);
+  if (!host) return {};
+  std::string out = *host;
+  if (out.size() >= 2 && out.front() == '[' && out.back() == ']') out = out.substr(1, out.size() - 2);
+  std::transform(out.begin(), out.end(), out.begin(), lower);
+  return out;
+}
+
+bool is_loopback_host(std::string_view host) {
+  if (host == "localhost") return true;
+  const std::string text(host);
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, text.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  return false;
+}
+
+namespace {
+
+// The value of environment variable `name` as a whole number of seconds above 0, or
+// `fallback` when it is unset or not such a number.
+std::chrono::seconds seconds_from_environment(const char* name, std::chrono::seconds fallback) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return fallback;
+  char* end = nullptr;
+  const long long seconds = std::strtoll(value, &end, 10);
+  if (*end != '\0' || seconds <= 0) {
+    spdlog::warn("{}={} is not a number of seconds; using {}", name, value, fallback.count());
+    return fallback;
+  }
+  return std::chrono::seconds(seconds);
+}
+
+}  // namespace
+
+std::chrono::seconds registry_deadline() {
+  return seconds_from_environment("KILN_REGISTRY_DEADLINE_SECONDS", std::chrono::seconds(300));
+}
+
+CurlOptions CurlOptions::from_environment() {
+  CurlOptions options;
+  options.low_speed_time = seconds_from_environment("KILN_HTTP_STALL_SECONDS", options.low_speed_time);
+  return options;
+}
+
 Result<Response> Http::send(Request request, const BodySink& sink) {
   constexpr int kMaxRedirects = 10;
   const std::string first_url = request.url;
   for (int redirects = 0;; ++redirects) {
+    if (request.deadline && std::chrono::steady_clock::now() >= *request.deadline) {
+      return Error{request.method + " " + redact_url(first_url) + ": out of time (the request's deadline passed)"};
+    }
     auto response = round_trip(request, sink);
     if (!response.ok()) return response;
     response->url = request.url;
@@ -325,6 +381,11 @@ Result<Response> CurlHttp::round_trip(const Request& request, const BodySink& si
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, static_cast<long>(options.connect_timeout.count()));
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_limit);
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
+  if (request.deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*request.deadline -
+                                                                            std::chrono::steady_clock::now());
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<std::int64_t>(left.count(), 1)));
+  }
   curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(curl, CURLOPT_USERAGENT, options.user_agent.c_str());
   curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);

@@ -60,6 +60,9 @@ struct Request {
   /// A collected response body (see Http::send) larger than this fails the request, so a
   /// hostile server cannot make kiln buffer without bound.
   std::uint64_t max_body = 16u << 20;
+  /// When set, the exchange (redirects included) fails once this time has passed, however
+  /// steadily bytes still flow: a server trickling a few bytes a second cannot hold kiln.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
 };
 
 /// Status, headers and (when no sink took it) body of the final response.
@@ -94,6 +97,19 @@ Result<std::string> resolve_url(std::string_view base, std::string_view location
 /// empty when `url` cannot be parsed. Two URLs with the same origin may share credentials.
 std::string url_origin(std::string_view url);
 
+/// The host of `url`, lower-cased, an IPv6 address without its brackets; empty when `url`
+/// cannot be parsed.
+std::string url_host(std::string_view url);
+
+/// Whether `host` (a name or an address, IPv6 without brackets) is this machine:
+/// localhost, 127.0.0.0/8, ::1.
+bool is_loopback_host(std::string_view host);
+
+/// How long one registry exchange (a token fetch, a manifest, an API call) may take, its
+/// retries included: 300 s, or KILN_REGISTRY_DEADLINE_SECONDS when that is set (tests of
+/// trickling servers). Blob transfers get more in proportion to their size.
+std::chrono::seconds registry_deadline();
+
 /// The HTTP transport. Implementations are thread-safe: any number of threads may call
 /// send() at once (the puller downloads layers in parallel).
 class Http {
@@ -106,7 +122,7 @@ class Http {
   /// 303 (and 301/302 after a POST) continue as GET without body.
   /// If `sink` is set and the final status is 2xx, the body goes to `sink` chunk by chunk
   /// and Response::body stays empty; otherwise the body is collected into Response::body.
-  /// Errors: connection, TLS, timeout, too many redirects, a body over Request::max_body,
+  /// Errors: connection, TLS, a stall or a passed Request::deadline, too many redirects, a body over Request::max_body,
   /// or the sink's own error. HTTP error statuses are not errors: they come back as a
   /// Response. Error messages name the method and the URL without its query string.
   Result<Response> send(Request request, const BodySink& sink = {});
@@ -121,11 +137,16 @@ class Http {
 struct CurlOptions {
   std::chrono::seconds connect_timeout{30};  // TCP + TLS handshake
   /// A transfer slower than `low_speed_limit` bytes/s for `low_speed_time` is aborted
-  /// (a stalled connection); retries are the caller's business.
-  long low_speed_limit = 1;
+  /// (a stalled or trickling connection); retries are the caller's business. 1 KiB/s is far
+  /// below any real link and far above a server that drips bytes to hold the connection.
+  long low_speed_limit = 1024;
   std::chrono::seconds low_speed_time{60};
   std::string user_agent = "kiln";
   bool verify_tls = true;  // check the server certificate and name; off only for tests
+
+  /// The defaults, with low_speed_time from KILN_HTTP_STALL_SECONDS when that is set
+  /// (tests of stalled servers).
+  static CurlOptions from_environment();
 };
 
 /// Http on libcurl. Each concurrent request uses its own easy handle taken from a pool,
@@ -136,7 +157,7 @@ class CurlHttp final : public Http {
  public:
   /// Initialises libcurl once per process (thread-safe). Never fails; a handle that cannot
   /// be created later shows up as an error of that request.
-  explicit CurlHttp(CurlOptions options = {});
+  explicit CurlHttp(CurlOptions options = CurlOptions::from_environment());
   /// No request may be in flight.
   ~CurlHttp() override;
   CurlHttp(const CurlHttp&) = delete;

@@ -1,7 +1,5 @@
 #include "push/registry_client.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -29,16 +27,6 @@ std::string_view host_of(std::string_view registry) {
   }
   const std::size_t colon = registry.rfind(':');
   return colon == std::string_view::npos ? registry : registry.substr(0, colon);
-}
-
-bool is_loopback(std::string_view host) {
-  if (host == "localhost") return true;
-  const std::string text(host);
-  in_addr v4{};
-  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-  in6_addr v6{};
-  if (inet_pton(AF_INET6, text.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
-  return false;
 }
 
 bool is_transient(int status) {
@@ -140,7 +128,7 @@ std::optional<std::uint64_t> parse_upload_range(std::string_view value) {
 std::string registry_base_url(std::string_view registry, const std::vector<std::string>& insecure_registries) {
   if (registry == "docker.io" || registry == "index.docker.io") return "https://registry-1.docker.io";
   const std::string_view host = host_of(registry);
-  const bool insecure = is_loopback(host) || std::any_of(insecure_registries.begin(), insecure_registries.end(),
+  const bool insecure = is_loopback_host(host) || std::any_of(insecure_registries.begin(), insecure_registries.end(),
                                                          [&](const std::string& entry) {
                                                            return entry == registry || entry == host;
                                                          });
@@ -156,6 +144,7 @@ std::string_view manifest_accept_header() {
 RegistryClient::RegistryClient(std::string registry, Http& http, Authenticator& auth, RegistryOptions options)
     : registry_(std::move(registry)),
       base_url_(registry_base_url(registry_, options.insecure_registries)),
+      origin_(url_origin(base_url_)),
       http_(http),
       auth_(auth),
       options_(std::move(options)) {}
@@ -202,10 +191,31 @@ std::chrono::milliseconds RegistryClient::backoff(int failures, const Response* 
 }
 
 Result<Response> RegistryClient::perform(std::string_view repository, const std::string& what,
-                                         const Attempt& attempt) {
+                                         const Attempt& attempt,
+                                         std::optional<std::chrono::steady_clock::time_point> deadline) {
   std::vector<std::string> scopes;
   if (!repository.empty()) scopes.push_back(pull_scope(repository));
-  return perform(repository, scopes, what, attempt);
+  return perform(repository, scopes, what, attempt, true, deadline);
+}
+
+Result<Response> RegistryClient::exchange(Request request, const std::optional<std::string>& authorization,
+                                          const AttemptState& state, const BodySink& sink) {
+  if (authorization && url_origin(request.url) == origin_) request.headers.set("Authorization", *authorization);
+  request.deadline = state.deadline;
+  return http_.send(std::move(request), sink);
+}
+
+std::chrono::steady_clock::time_point RegistryClient::deadline_for(std::uint64_t bytes) const {
+  const std::uint64_t rate = std::max<std::uint64_t>(options_.min_bytes_per_second, 1);
+  return std::chrono::steady_clock::now() + options_.deadline + std::chrono::seconds(bytes / rate);
+}
+
+Error RegistryClient::out_of_time(std::string_view repository, const std::string& what,
+                                  std::chrono::steady_clock::duration allowed, const std::string& last) {
+  const auto seconds = std::chrono::round<std::chrono::seconds>(allowed).count();
+  return failure(repository, what, "gave up after the " + std::to_string(seconds) +
+                                       " s this transfer may take, retries included (the registry is too slow or "
+                                       "keeps stalling): " + last);
 }
 
 void RegistryClient::wait(std::chrono::milliseconds delay) {
@@ -217,14 +227,23 @@ void RegistryClient::wait(std::chrono::milliseconds delay) {
 }
 
 Result<Response> RegistryClient::perform(std::string_view repository, const std::vector<std::string>& scopes,
-                                         const std::string& what, const Attempt& attempt, bool retry_transient) {
+                                         const std::string& what, const Attempt& attempt, bool retry_transient,
+                                         std::optional<std::chrono::steady_clock::time_point> deadline) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = deadline.value_or(deadline_for(0));
   bool reauthenticated = false;
   int failures = 0;
   while (true) {
     auto authorization = auth_.authorization(registry_, scopes);
     if (!authorization.ok()) return failure(repository, what, authorization.error().message);
     AttemptState state;
+    state.deadline = end;
     auto response = attempt(*authorization, state);
+    if (response.ok() && response->status == 401 && url_origin(response->url) != origin_) {
+      return failure(repository, what, redact_url(response->url) + " answered 401: it is not " + registry_ +
+                                           ", and kiln gives " + registry_ + "'s credentials to " + registry_ +
+                                           " only");
+    }
     if (response.ok() && response->status == 401 && !reauthenticated) {
       reauthenticated = true;
       auto retry = auth_.on_unauthorized(registry_, scopes, response->headers, *authorization);
@@ -243,6 +262,9 @@ Result<Response> RegistryClient::perform(std::string_view repository, const std:
       return response;
     }
     const auto delay = backoff(failures, response.ok() ? &*response : nullptr);
+    if (std::chrono::steady_clock::now() + delay >= end) {
+      return out_of_time(repository, what, end - start, response.ok() ? status_text(response->status) : response.error().message);
+    }
     spdlog::info("{}: {}: {}; retrying in {} ms", registry_, what,
                  auth_.redact(response.ok() ? status_text(response->status) : response.error().message),
                  delay.count());
@@ -252,12 +274,11 @@ Result<Response> RegistryClient::perform(std::string_view repository, const std:
 
 Result<void> RegistryClient::ping() {
   const std::string what = "ping " + base_url_ + "/v2/";
-  auto response = perform("", what, [&](const std::optional<std::string>& authorization, AttemptState&) {
+  auto response = perform("", what, [&](const std::optional<std::string>& authorization, AttemptState& state) {
     Request request;
     request.url = base_url_ + "/v2/";
-    if (authorization) request.headers.set("Authorization", *authorization);
     request.max_body = 1u << 20;
-    return http_.send(std::move(request));
+    return exchange(std::move(request), authorization, state);
   });
   if (!response.ok()) return response.error();
   if (response->status != 200) return failure("", what, *response);
@@ -267,13 +288,12 @@ Result<void> RegistryClient::ping() {
 Result<ManifestBytes> RegistryClient::get_manifest(std::string_view repository, std::string_view reference) {
   const auto wanted = Digest::parse(reference);
   const std::string what = "manifest " + std::string(reference);
-  auto response = perform(repository, what, [&](const std::optional<std::string>& authorization, AttemptState&) {
+  auto response = perform(repository, what, [&](const std::optional<std::string>& authorization, AttemptState& state) {
     Request request;
     request.url = url(repository, "manifests", reference);
     request.headers.set("Accept", std::string(manifest_accept_header()));
-    if (authorization) request.headers.set("Authorization", *authorization);
     request.max_body = kMaxManifestSize;
-    return http_.send(std::move(request));
+    return exchange(std::move(request), authorization, state);
   });
   if (!response.ok()) return response.error();
   if (response->status != 200) return failure(repository, what, *response);
@@ -323,12 +343,11 @@ Result<ManifestBytes> RegistryClient::get_manifest(std::string_view repository, 
 
 Result<std::string> RegistryClient::get_blob(std::string_view repository, const Digest& digest, std::uint64_t max_size) {
   const std::string what = "blob " + digest.str();
-  auto response = perform(repository, what, [&](const std::optional<std::string>& authorization, AttemptState&) {
+  auto response = perform(repository, what, [&](const std::optional<std::string>& authorization, AttemptState& state) {
     Request request;
     request.url = url(repository, "blobs", digest.str());
-    if (authorization) request.headers.set("Authorization", *authorization);
     request.max_body = max_size;
-    return http_.send(std::move(request));
+    return exchange(std::move(request), authorization, state);
   });
   if (!response.ok()) return response.error();
   if (response->status != 200) return failure(repository, what, *response);
@@ -348,7 +367,6 @@ Result<Digest> RegistryClient::fetch_blob(std::string_view repository, const Dig
     const std::uint64_t offset = writer.size();
     Request request;
     request.url = url(repository, "blobs", digest.str());
-    if (authorization) request.headers.set("Authorization", *authorization);
     if (offset > 0) request.headers.set("Range", "bytes=" + std::to_string(offset) + "-");
     bool started = false;
     left_to_skip = 0;
@@ -391,11 +409,11 @@ Result<Digest> RegistryClient::fetch_blob(std::string_view repository, const Dig
       state.progressed = true;
       return {};
     };
-    return http_.send(std::move(request), sink);
+    return exchange(std::move(request), authorization, state, sink);
   };
 
   if (!already_complete) {
-    auto response = perform(repository, what, attempt);
+    auto response = perform(repository, what, attempt, deadline_for(expected_size.value_or(0)));
     if (!response.ok()) {
       if (writer_error) return failure(repository, what, writer_error->message);
       return response.error();
@@ -418,12 +436,11 @@ Result<Digest> RegistryClient::fetch_blob(std::string_view repository, const Dig
 Result<std::optional<std::uint64_t>> RegistryClient::stat_blob(std::string_view repository, const Digest& digest) {
   const std::string what = "blob " + digest.str();
   auto response = perform(repository, push_scopes(repository), what,
-                          [&](const std::optional<std::string>& authorization, AttemptState&) {
+                          [&](const std::optional<std::string>& authorization, AttemptState& state) {
                             Request request;
                             request.method = "HEAD";
                             request.url = url(repository, "blobs", digest.str());
-                            if (authorization) request.headers.set("Authorization", *authorization);
-                            return http_.send(std::move(request));
+                            return exchange(std::move(request), authorization, state);
                           });
   if (!response.ok()) return response.error();
   if (response->status == 404) return std::optional<std::uint64_t>();
@@ -469,14 +486,13 @@ Result<UploadStart> RegistryClient::start_upload(std::string_view repository, co
     what = "mount blob " + digest.str() + " from " + std::string(*mount_from);
     target = with_query(with_query(target, "mount", digest.str()), "from", *mount_from);
   }
-  auto response = perform(repository, scopes, what, [&](const std::optional<std::string>& authorization, AttemptState&) {
+  auto response = perform(repository, scopes, what, [&](const std::optional<std::string>& authorization, AttemptState& state) {
     Request request;
     request.method = "POST";
     request.url = target;
     request.headers.set("Content-Length", "0");
-    if (authorization) request.headers.set("Authorization", *authorization);
     request.max_body = 1u << 20;
-    return http_.send(std::move(request));
+    return exchange(std::move(request), authorization, state);
   });
   if (!response.ok()) return response.error();
   UploadStart start;
@@ -496,12 +512,11 @@ Result<std::optional<UploadSession>> RegistryClient::upload_status(std::string_v
                                                                    const UploadSession& session,
                                                                    const std::string& what) {
   auto response = perform(repository, push_scopes(repository), what + " (upload status)",
-                          [&](const std::optional<std::string>& authorization, AttemptState&) {
+                          [&](const std::optional<std::string>& authorization, AttemptState& state) {
                             Request request;
                             request.url = session.location;
-                            if (authorization) request.headers.set("Authorization", *authorization);
                             request.max_body = 1u << 20;
-                            return http_.send(std::move(request));
+                            return exchange(std::move(request), authorization, state);
                           });
   if (!response.ok()) return response.error();
   // 404 BLOB_UPLOAD_UNKNOWN, or 400 BLOB_UPLOAD_INVALID from a registry (distribution)
@@ -559,15 +574,18 @@ Result<Digest> RegistryClient::upload_blob(std::string_view repository, const Di
     }
     return bytes;
   };
+  // Every attempt and resume of this upload shares one deadline.
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = deadline_for(size);
   // One request without retries: transient failures come back to the loop below.
-  const auto send = [&](const std::function<Request(const std::optional<std::string>&)>& make) {
+  const auto send = [&](const std::function<Request()>& make) {
     return perform(repository, scopes, what,
                    [&](const std::optional<std::string>& authorization, AttemptState& state) -> Result<Response> {
-                     auto response = http_.send(make(authorization));
+                     auto response = exchange(make(), authorization, state);
                      if (read_error) state.fatal = true;
                      return response;
                    },
-                   /*retry_transient=*/false);
+                   /*retry_transient=*/false, deadline);
   };
   const auto complete_url = [&] { return with_query(session.location, "digest", digest.str()); };
 
@@ -589,12 +607,11 @@ Result<Digest> RegistryClient::upload_blob(std::string_view repository, const Di
       read_error = bytes.error();
       return bytes.error();
     }
-    auto outcome = send([&](const std::optional<std::string>& authorization) {
+    auto outcome = send([&] {
       Request request;
       request.method = "PUT";
       request.url = complete_url();
       request.headers.set("Content-Type", "application/octet-stream");
-      if (authorization) request.headers.set("Authorization", *authorization);
       request.body = *bytes;
       request.max_body = 1u << 20;
       return request;
@@ -609,13 +626,12 @@ Result<Digest> RegistryClient::upload_blob(std::string_view repository, const Di
     while (session.offset < size) {
       const std::uint64_t from = session.offset;
       const std::uint64_t length = std::min(chunk, size - from);
-      auto outcome = send([&](const std::optional<std::string>& authorization) {
+      auto outcome = send([&] {
         Request request;
         request.method = "PATCH";
         request.url = session.location;
         request.headers.set("Content-Type", "application/octet-stream");
         request.headers.set("Content-Range", std::to_string(from) + "-" + std::to_string(from + length - 1));
-        if (authorization) request.headers.set("Authorization", *authorization);
         request.max_body = 1u << 20;
         stream_body(request, from, length);
         return request;
@@ -633,12 +649,11 @@ Result<Digest> RegistryClient::upload_blob(std::string_view repository, const Di
       }
       advance(std::move(*next));
     }
-    return send([&](const std::optional<std::string>& authorization) {
+    return send([&] {
       Request request;
       request.method = "PUT";
       request.url = complete_url();
       request.headers.set("Content-Length", "0");
-      if (authorization) request.headers.set("Authorization", *authorization);
       request.max_body = 1u << 20;
       return request;
     });
@@ -688,6 +703,10 @@ Result<Digest> RegistryClient::upload_blob(std::string_view repository, const Di
       return failure(repository, what, *outcome);
     }
     const auto delay = backoff(failures, outcome.ok() ? &*outcome : nullptr);
+    if (std::chrono::steady_clock::now() + delay >= deadline) {
+      return out_of_time(repository, what, deadline - start,
+                         outcome.ok() ? status_text(outcome->status) : outcome.error().message);
+    }
     // A failed request's error already names registry, repository and blob.
     spdlog::info("{}; resuming in {} ms",
                  outcome.ok() ? registry_ + "/" + std::string(repository) + ": " + what + ": " + status_text(outcome->status)
@@ -702,13 +721,12 @@ Result<Digest> RegistryClient::upload_blob(std::string_view repository, const Di
 
 Result<void> RegistryClient::cancel_upload(std::string_view repository, const UploadSession& session) {
   auto response = perform(repository, push_scopes(repository), "cancel upload",
-                          [&](const std::optional<std::string>& authorization, AttemptState&) {
+                          [&](const std::optional<std::string>& authorization, AttemptState& state) {
                             Request request;
                             request.method = "DELETE";
                             request.url = session.location;
-                            if (authorization) request.headers.set("Authorization", *authorization);
                             request.max_body = 1u << 20;
-                            return http_.send(std::move(request));
+                            return exchange(std::move(request), authorization, state);
                           });
   if (!response.ok()) return response.error();
   if (response->status >= 300 && response->status != 404) return failure(repository, "cancel upload", *response);
@@ -720,15 +738,14 @@ Result<Digest> RegistryClient::put_manifest(std::string_view repository, std::st
   const std::string what = "put manifest " + std::string(reference);
   const Digest digest = Digest::sha256_of(bytes);
   auto response = perform(repository, push_scopes(repository), what,
-                          [&](const std::optional<std::string>& authorization, AttemptState&) {
+                          [&](const std::optional<std::string>& authorization, AttemptState& state) {
                             Request request;
                             request.method = "PUT";
                             request.url = url(repository, "manifests", reference);
                             request.headers.set("Content-Type", std::string(media_type));
-                            if (authorization) request.headers.set("Authorization", *authorization);
                             request.body = std::string(bytes);
                             request.max_body = 1u << 20;
-                            return http_.send(std::move(request));
+                            return exchange(std::move(request), authorization, state);
                           });
   if (!response.ok()) return response.error();
   if (response->status != 201 && response->status != 200) return failure(repository, what, *response);

@@ -25,7 +25,7 @@ namespace kiln::push {
 /// 408, 429, 500, 502, 503, 504. Plain data.
 struct RetryPolicy {
   int max_attempts = 5;  // tries per request including the first (a blob download that
-                         // made progress gets its tries back)
+                         // made progress gets its tries back, within RegistryOptions::deadline)
   std::chrono::milliseconds initial_backoff{500};  // doubled after every failure ...
   std::chrono::milliseconds max_backoff{10'000};   // ... up to this; each wait is jittered to 50-100 %
   std::chrono::milliseconds max_retry_after{60'000};  // cap on a server's Retry-After
@@ -39,6 +39,12 @@ struct RegistryOptions {
   /// dockerd's --insecure-registry. localhost, 127.0.0.0/8 and ::1 always are.
   std::vector<std::string> insecure_registries;
   RetryPolicy retry;
+  /// How long one request may take, every retry and every resumed attempt included: a
+  /// server that trickles bytes or stalls again and again is given up on then. A request
+  /// moving `n` bytes (a blob) gets `deadline + n / min_bytes_per_second`, so a 1 GiB layer
+  /// over a 512 kbit/s link still fits (4.6 h).
+  std::chrono::seconds deadline = registry_deadline();
+  std::uint64_t min_bytes_per_second = 64u << 10;
 };
 
 /// A manifest or index exactly as the registry sent it.
@@ -159,17 +165,32 @@ class RegistryClient {
   struct AttemptState {
     bool fatal = false;       // the error must not be retried (disk full, hostile server)
     bool progressed = false;  // bytes arrived: the retry budget starts over
+    std::chrono::steady_clock::time_point deadline;  // set by perform(): the request's end
   };
   using Attempt = std::function<Result<Response>(const std::optional<std::string>& authorization, AttemptState&)>;
 
   // Runs `attempt` with authentication for `scopes` (one retry after a 401 with fresh
-  // credentials) and, when `retry_transient`, retries transient failures. Returns the
-  // last response, whatever its status. Without `retry_transient` a transient failure
-  // comes back as it is: uploads decide themselves how to go on.
+  // credentials) and, when `retry_transient`, retries transient failures until `deadline`
+  // (deadline_for(0) when unset). Returns the last response, whatever its status. Without
+  // `retry_transient` a transient failure comes back as it is: uploads decide themselves
+  // how to go on. A 401 from another host than the registry's is an error: its challenge
+  // must not make kiln hand the registry's credentials to a token realm it names.
   Result<Response> perform(std::string_view repository, const std::vector<std::string>& scopes,
-                           const std::string& what, const Attempt& attempt, bool retry_transient = true);
+                           const std::string& what, const Attempt& attempt, bool retry_transient = true,
+                           std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
   // perform() with pull access to `repository`.
-  Result<Response> perform(std::string_view repository, const std::string& what, const Attempt& attempt);
+  Result<Response> perform(std::string_view repository, const std::string& what, const Attempt& attempt,
+                           std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
+  // Sends `request` with `authorization` only when it goes to the registry's own origin
+  // (an upload Location may name any host: credentials are the registry's alone), and with
+  // the attempt's deadline.
+  Result<Response> exchange(Request request, const std::optional<std::string>& authorization,
+                            const AttemptState& state, const BodySink& sink = {});
+  // When a request moving `bytes` that starts now must be over: see RegistryOptions::deadline.
+  std::chrono::steady_clock::time_point deadline_for(std::uint64_t bytes) const;
+  // The error of a request that used up the `allowed` time; `last` is why its last attempt failed.
+  Error out_of_time(std::string_view repository, const std::string& what, std::chrono::steady_clock::duration allowed,
+                    const std::string& last);
   // Where `session` stands, by GET on its location; nullopt when the registry forgot it.
   Result<std::optional<UploadSession>> upload_status(std::string_view repository, const UploadSession& session,
                                                      const std::string& what);
@@ -184,6 +205,7 @@ class RegistryClient {
 
   std::string registry_;
   std::string base_url_;
+  std::string origin_;  // url_origin(base_url_): the only origin that gets credentials
   Http& http_;
   Authenticator& auth_;
   RegistryOptions options_;

@@ -1,6 +1,7 @@
 // End to end: `kiln push`, `kiln login`, `kiln logout` against a real docker-registry
 // (plain and htpasswd), checked with skopeo, umoci, `kiln pull` + `kiln run` and podman,
-// through fault_proxy.py where requests must be counted or disturbed.
+// through fault_proxy.py where requests must be counted or disturbed; and registries that
+// misbehave on purpose (hostile_registry.py).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -9,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "common/digest.h"
@@ -491,6 +493,97 @@ TEST(PushE2E, ZstdIsMadeOnceAndDockerFormatIsDockers) {
   EXPECT_EQ(docker_manifest["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
   EXPECT_EQ(docker_manifest["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
   expect_unpacks_to_the_image(docker);
+}
+
+// ---- hostile registries (hostile_registry.py) ----------------------------------------------
+
+// hostile_registry.py in `mode` on a free port, with `extra_args`.
+class HostileRegistry {
+ public:
+  HostileRegistry(const std::string& mode, const std::vector<std::string>& extra_args = {}) : port_(free_port()) {
+    std::vector<std::string> argv{"python3", KILN_TESTS_DIR "/e2e/hostile_registry.py", "--mode", mode,
+                                  "--port", std::to_string(port_)};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    process_ = std::make_unique<Process>(argv, dir_ / "registry.log");
+    EXPECT_TRUE(wait_for_http("http://" + address() + "/v2/")) << "hostile registry did not start";
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  const ScratchDir& dir() const { return dir_; }
+
+ private:
+  ScratchDir dir_;
+  int port_;
+  std::unique_ptr<Process> process_;
+};
+
+// After a hostile server had its way: the store still lists images and builds a two-step image.
+void expect_store_still_builds(const fs::path& store) {
+  const auto images = kiln(store, "images");
+  EXPECT_EQ(images.status, 0) << images.output;
+  BaseImageRegistry base;
+  ScratchDir context;
+  std::ofstream(context / "Dockerfile") << with_base("FROM {BASE}\nRUN echo one > /one\nRUN cat /one > /two\n",
+                                                     base.base);
+  const auto built = kiln(store, "build --progress plain -t after/hostile:1 " + context.path().string());
+  ASSERT_EQ(built.status, 0) << built.output;
+  const auto ran = kiln(store, "run --rm after/hostile:1 cat /two");
+  EXPECT_EQ(ran.status, 0) << ran.output;
+  EXPECT_EQ(ran.output, "one\n");
+}
+
+TEST(PushE2E, AnUploadLocationOnAnotherHostNeverGetsTheRegistrysCredentials) {
+  const int other_port = free_port();
+  ScratchDir logs;
+  const fs::path other_log = logs / "other-host.log";
+  HostileRegistry registry("offsite-upload", {"--other-port", std::to_string(other_port), "--user", "kiln",
+                                              "--password", kPassword, "--log", other_log.string()});
+  ScratchDir store;
+  load_test_image(store.path());
+  DockerConfigDir config;
+  const std::string basic = testing::run_command("printf '%s' 'kiln:" + kPassword + "' | base64 -w0").output;
+  std::ofstream(config.file()) << json{{"auths", {{registry.address(), {{"auth", basic}}}}}}.dump();
+
+  // The registry takes the credentials; the upload host, another origin, must not see them.
+  // Like Docker, kiln sends the upload there without credentials, and that host accepts it.
+  const auto pushed = kiln(store.path(), "push " + kImage + " " + registry.address() + "/test/app:1", config.env());
+  ASSERT_EQ(pushed.status, 0) << pushed.output;
+  std::map<std::string, int> methods;
+  std::istringstream lines(testing::read_file(other_log));
+  for (std::string line; std::getline(lines, line);) {
+    const json request = json::parse(line);
+    ++methods[request["method"].get<std::string>()];
+    for (const auto& [name, value] : request["headers"].items()) {
+      std::string lower = name;
+      std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+      EXPECT_NE(lower, "authorization") << request["method"] << " " << request["path"];
+    }
+  }
+  EXPECT_GT(methods["PATCH"], 0) << "the 40 MB layer goes in chunks";
+  EXPECT_GT(methods["PUT"], 2) << "every blob completes on the upload host";
+  const std::string seen = testing::read_file(other_log);
+  EXPECT_EQ(seen.find(basic), std::string::npos);
+  EXPECT_EQ(seen.find(kPassword), std::string::npos);
+  expect_store_still_builds(store.path());
+}
+
+TEST(PushE2E, ARegistryThatTricklesBytesIsGivenUpOnInTime) {
+  HostileRegistry registry("trickle", {"--rate", "4"});
+  ScratchDir store;
+  const std::string reference = registry.address() + "/test/slow:1";
+  // Each attempt stalls out after 2 s with a few new bytes, which used to give the retries
+  // back forever; the 6 s deadline ends it. Then the deadline alone, with the stall limit
+  // at its 60 s default.
+  for (const std::string limits : {"KILN_HTTP_STALL_SECONDS=2 KILN_REGISTRY_DEADLINE_SECONDS=6",
+                                   "KILN_REGISTRY_DEADLINE_SECONDS=4"}) {
+    const auto started = std::chrono::steady_clock::now();
+    const auto pulled = kiln(store.path(), "pull " + reference, kNoCredentials + " " + limits);
+    const auto took = std::chrono::steady_clock::now() - started;
+    EXPECT_NE(pulled.status, 0) << limits << "\n" << pulled.output;
+    EXPECT_LT(took, std::chrono::seconds(20)) << limits << "\n" << pulled.output;
+    EXPECT_NE(pulled.output.find(registry.address() + "/test/slow: blob sha256:"), std::string::npos) << pulled.output;
+    EXPECT_NE(pulled.output.find("gave up after the "), std::string::npos) << pulled.output;
+  }
+  expect_store_still_builds(store.path());
 }
 
 }  // namespace
