@@ -609,13 +609,14 @@ class StoreImageSource final : public executor::ImageSource {
     return std::move(**image);
   }
 
-  // The stored image the ref `reference` names (or the manifest `pinned`), with its layers
-  // extracted; nullopt when the store has none for `platform`.
+  // The stored image `reference` names (see stored_manifest: a digest by content only), or
+  // the manifest `pinned`, with its layers extracted; nullopt when the store has none for
+  // `platform`.
   Result<std::optional<executor::SourceImage>> from_store(const oci::Reference& reference,
                                                           const oci::Platform& platform,
                                                           std::optional<Digest> pinned = std::nullopt) {
     if (!pinned) {
-      auto target = store_.get_ref(reference.str());
+      auto target = stored_manifest(store_, reference, platform);
       if (!target) return target.error();
       if (!target->has_value()) return std::optional<executor::SourceImage>();
       pinned = **target;
@@ -748,7 +749,7 @@ struct Exporter {
     if (output.names.empty()) return tags;
     std::vector<oci::Reference> names;
     for (const std::string& text : output.names) {
-      auto name = oci::Reference::parse(text);
+      auto name = oci::Reference::parse_tag(text);
       if (!name) return name.error();
       names.push_back(std::move(name).value());
     }
@@ -887,7 +888,7 @@ struct BuildPlanInputs {
 Result<BuildPlanInputs> check_flags(const BuildArgs& args) {
   BuildPlanInputs inputs;
   for (const std::string& text : args.tags) {
-    auto tag = oci::Reference::parse(text);
+    auto tag = oci::Reference::parse_tag(text);
     if (!tag) return Error{"invalid tag \"" + text + "\": " + tag.error().message};
     inputs.tags.push_back(std::move(tag).value());
   }

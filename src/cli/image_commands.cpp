@@ -99,7 +99,7 @@ int run_tag(const GlobalOptions& global, const std::string& source, const std::s
   if (!store.ok()) return fail(store.error().message);
   auto found = find_image(*store, source);
   if (!found.ok()) return fail(found.error().message);
-  auto destination = oci::Reference::parse(target);
+  auto destination = oci::Reference::parse_tag(target);
   if (!destination.ok()) return fail(destination.error().message);
   if (auto r = store->set_ref(destination->str(), found->second.manifest_digest); !r.ok()) return fail(r.error().message);
   return 0;

@@ -149,7 +149,7 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
 
   auto store = open_store(global);
   if (!store.ok()) return fail(store.error().message);
-  auto target = store->get_ref(source->str());
+  auto target = stored_manifest(*store, *source, oci::Platform::host());
   if (!target.ok()) return fail(target.error().message);
   if (!target->has_value()) return fail("no such image: " + args.source);
 

@@ -81,7 +81,7 @@ struct RunArgs {
 // The stored image `reference` names, pulled first when the store has none (as docker run
 // does; what it says about the pull goes to stderr, stdout is the container's).
 Result<StoredImage> find_or_pull_image(cache::Store& store, const oci::Reference& reference, const RunArgs& args) {
-  auto target = store.get_ref(reference.str());
+  auto target = stored_manifest(store, reference, oci::Platform::host());
   if (!target) return target.error();
   if (target->has_value()) return load_image(store, **target);
   std::fprintf(stderr, "Unable to find image '%s' locally\n", reference.familiar().c_str());

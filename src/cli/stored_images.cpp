@@ -28,10 +28,36 @@ Result<StoredImage> load_image(const cache::Store& store, const Digest& manifest
   return StoredImage{manifest_digest, std::move(manifest).value(), std::move(config).value()};
 }
 
-Result<std::pair<oci::Reference, StoredImage>> find_image(const cache::Store& store, std::string_view text) {
+namespace {
+
+// The manifest the stored blob `digest` is, or lists for `platform` when it is an index.
+Result<std::optional<Digest>> manifest_by_content(cache::Store& store, const Digest& digest,
+                                                  const oci::Platform& platform) {
+  if (!store.has_blob(digest)) return std::optional<Digest>();
+  auto bytes = store.read_blob(digest);
+  if (!bytes) return bytes.error();
+  auto index = oci::Index::from_json(*bytes);
+  if (!index) return std::optional<Digest>(digest);  // a manifest; load_image() checks it
+  for (const oci::Descriptor& entry : index->manifests) {
+    if (!entry.platform || !platform.matches(*entry.platform) || !oci::is_manifest(entry.media_type)) continue;
+    if (!store.has_blob(entry.digest)) return std::optional<Digest>();
+    return std::optional<Digest>(entry.digest);
+  }
+  return std::optional<Digest>();
+}
+
+}  // namespace
+
+Result<std::optional<Digest>> stored_manifest(cache::Store& store, const oci::Reference& reference,
+                                              const oci::Platform& platform) {
+  if (reference.digest) return manifest_by_content(store, *reference.digest, platform);
+  return store.get_ref(reference.str());
+}
+
+Result<std::pair<oci::Reference, StoredImage>> find_image(cache::Store& store, std::string_view text) {
   auto reference = oci::Reference::parse(text);
   if (!reference) return reference.error();
-  auto target = store.get_ref(reference->str());
+  auto target = stored_manifest(store, *reference, oci::Platform::host());
   if (!target) return target.error();
   if (!target->has_value()) return Error{"no such image: " + std::string(text)};
   auto image = load_image(store, **target);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -12,6 +13,7 @@
 #include "common/digest.h"
 #include "common/result.h"
 #include "oci/image.h"
+#include "oci/platform.h"
 #include "oci/reference.h"
 
 namespace kiln::cli {
@@ -31,8 +33,18 @@ struct StoredImage {
 /// config whose diff IDs do not match the manifest's layers one for one.
 Result<StoredImage> load_image(const cache::Store& store, const Digest& manifest_digest);
 
-/// The stored image a user's reference names, or `no such image: <text>`.
-Result<std::pair<oci::Reference, StoredImage>> find_image(const cache::Store& store, std::string_view text);
+/// The stored image manifest `reference` names for `platform`; nullopt when the store has
+/// none (the caller may pull). A reference with a digest is resolved by content only: the
+/// blob with that digest when it is an image manifest, or the stored manifest an index with
+/// that digest lists for `platform`; never through a stored name, which `kiln tag` and
+/// archives once could point anywhere. Any other reference is looked up as a ref. A found
+/// blob is leased (see Store::has_blob). Errors: store I/O; an unreadable index.
+Result<std::optional<Digest>> stored_manifest(cache::Store& store, const oci::Reference& reference,
+                                              const oci::Platform& platform);
+
+/// The stored image a user's reference names (a digest for the host's platform, see
+/// stored_manifest), or `no such image: <text>`.
+Result<std::pair<oci::Reference, StoredImage>> find_image(cache::Store& store, std::string_view text);
 
 /// Writes `text` to `path` (created or truncated): --iidfile, --metadata-file. Errors name
 /// the file.

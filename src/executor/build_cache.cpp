@@ -4,12 +4,15 @@
 
 #include <set>
 
+#include "common/byte_escape.h"
+
 namespace kiln::executor {
 
 namespace {
 
 constexpr int kCacheRecordVersion = 1;
-constexpr int kSlotRecordVersion = 1;
+// 2: paths are escape_bytes()d (a name that is not UTF-8 made version 1 throw).
+constexpr int kSlotRecordVersion = 2;
 
 std::string cache_ref(const Digest& key) { return "@buildcache/" + key.hex(); }
 std::string slot_ref(const Digest& slot) { return "@buildslot/" + slot.hex(); }
@@ -142,7 +145,11 @@ std::optional<SlotRecord> BuildCache::last_seen(const Digest& slot) {
     record.base = json->value("base", "");
     record.definition = (*json)["definition"].get<std::string>();
     record.inputs = (*json)["inputs"].get<std::vector<std::string>>();
-    record.files = (*json)["files"].get<std::map<std::string, std::string>>();
+    for (const auto& [escaped, print] : (*json)["files"].get<std::map<std::string, std::string>>()) {
+      auto path = unescape_bytes(escaped);
+      if (!path) return std::nullopt;
+      record.files.emplace(std::move(*path), print);
+    }
     return record;
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;
@@ -153,10 +160,14 @@ Result<void> BuildCache::remember(const Digest& slot, const SlotRecord& record) 
   if (auto previous = last_seen(slot); previous && previous->key == record.key && previous->files == record.files) {
     return {};  // unchanged: keep the store quiet on fully cached builds
   }
+  // The other fields are kiln's own text: digests, and the planner's definition, which it
+  // makes UTF-8 itself. Paths are whatever bytes the context holds.
+  std::map<std::string, std::string> files;
+  for (const auto& [path, print] : record.files) files.emplace(escape_bytes(path), print);
   const nlohmann::json json = {{"kiln-build-slot", kSlotRecordVersion}, {"key", record.key},
                                {"parent", record.parent},             {"base", record.base},
                                {"definition", record.definition},
-                               {"inputs", record.inputs},             {"files", record.files}};
+                               {"inputs", record.inputs},             {"files", files}};
   auto stored = store_.put_blob(json.dump());
   if (!stored) return stored.error();
   return store_.set_ref(slot_ref(slot), *stored);

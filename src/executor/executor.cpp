@@ -20,6 +20,7 @@
 
 #include "cache/layer_writer.h"
 #include "cache/tree_diff.h"
+#include "common/byte_escape.h"
 #include "common/fd.h"
 #include "executor/build_cache.h"
 #include "executor/file_copy.h"
@@ -909,8 +910,9 @@ std::string Build::vertex_name(const planner::Stage& stage, std::size_t position
 Digest Build::slot_of(std::size_t stage_index, std::size_t step_index) const {
   const planner::Stage& stage = graph_.stages[stage_index];
   const std::string context = options_.context != nullptr ? options_.context->dir().string() : "";
-  const nlohmann::json slot = {{"context", context},
-                               {"dockerfile", options_.dockerfile_name},
+  // Escaped: a directory or Dockerfile name need not be UTF-8, which dump() requires.
+  const nlohmann::json slot = {{"context", escape_bytes(context)},
+                               {"dockerfile", escape_bytes(options_.dockerfile_name)},
                                {"stage", stage.name.empty() ? std::to_string(stage.file_index) : stage.name},
                                {"step", step_index}};
   return Digest::sha256_of("kiln-build-slot/v1\n" + slot.dump());

@@ -153,6 +153,14 @@ Result<Reference> Reference::parse(std::string_view text) {
   return out;
 }
 
+Result<Reference> Reference::parse_tag(std::string_view text) {
+  auto reference = parse(text);
+  if (!reference) return reference;
+  // Were it stored, `FROM name@digest` would find this name instead of that content.
+  if (reference->digest) return Error{"refusing to create a tag with a digest reference: " + std::string(text)};
+  return reference;
+}
+
 std::string Reference::repository() const { return domain + "/" + path; }
 
 std::string Reference::str() const {

@@ -39,6 +39,10 @@ struct Reference {
   /// name must not be more than 255 characters`, `... invalid domain "a_b.c"`,
   /// `... invalid repository name "x//y"`, ... Never throws.
   static Result<Reference> parse(std::string_view text);
+  /// parse() for a name kiln gives an image (kiln tag, build -t, an output's name=, the names
+  /// in a loaded archive): a digest is content, not a name, so a reference that carries one
+  /// is refused, as Docker does: `refusing to create a tag with a digest reference: <text>`.
+  static Result<Reference> parse_tag(std::string_view text);
 
   /// The full form: `domain/path[:tag][@digest]` (docker.io/library/app:latest).
   std::string str() const;

@@ -673,6 +673,21 @@ Result<Command> convert_from(const Context& c) {
   return Command{FromInstruction{args[0], stage_name, flags->string("platform")}};
 }
 
+// What RUN runs reaches the process as C strings (argv, the shell's script), where a NUL
+// byte ends the text: `echo a<NUL>b` would run `echo a` while the cache key and the history
+// hold it all. Docker's exec refuses such a command too.
+std::optional<Error> nul_in_command(const Context& c, const RunInstruction& run) {
+  for (const std::string& arg : run.command.args) {
+    if (arg.find('\0') != std::string::npos) return c.error("RUN: the command holds a NUL byte");
+  }
+  for (const InlineFile& file : run.files) {
+    if (file.data.find('\0') != std::string::npos || file.name.find('\0') != std::string::npos) {
+      return c.error("RUN: the heredoc " + go_quote(file.name) + " holds a NUL byte");
+    }
+  }
+  return std::nullopt;
+}
+
 Result<Command> convert_run(const Context& c) {
   auto flags = c.flags(kRunFlags);
   if (!flags.ok()) return flags.error();
@@ -681,6 +696,7 @@ Result<Command> convert_run(const Context& c) {
   for (const Heredoc& heredoc : c.node.heredocs) {
     run.files.push_back({heredoc.name, heredoc.content, heredoc.chomp});
   }
+  if (auto nul = nul_in_command(c, run)) return *nul;
 
   bool all_resolved = true;
   for (FlagValue& flag : flags->values("mount")) {
@@ -1015,6 +1031,10 @@ Result<Instruction> to_typed_instruction(const Node& node, std::string_view file
     return Instruction{std::move(command).value(), node.range, std::string(text::trim_space(node.original))};
   }
 
+  // Quoted, so that the name shows: a NUL would end it on the terminal.
+  if (node.keyword.find('\0') != std::string::npos) {
+    return context.error("unknown instruction: " + go_quote(node.keyword) + " (the line holds a NUL byte)");
+  }
   std::vector<std::string> names;
   for (const Converter& converter : kConverters) names.push_back(upper(converter.keyword));
   std::vector<std::string_view> options(names.begin(), names.end());

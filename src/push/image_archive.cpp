@@ -381,7 +381,7 @@ Result<void> register_image(cache::Store& store, const Digest& manifest_digest, 
     if (auto r = store.snapshot(config.rootfs.diff_ids[i], manifest.layers[i].digest); !r.ok()) return r.error();
   }
   for (const std::string& name : names) {
-    auto reference = oci::Reference::parse(name);
+    auto reference = oci::Reference::parse_tag(name);
     if (!reference.ok()) return Error{"load: image name " + name + ": " + reference.error().message};
     if (auto r = store.set_ref(reference->str(), manifest_digest); !r.ok()) return r;
     loaded.push_back(reference->str());

@@ -164,6 +164,19 @@ TEST(Reference, TagsAndDigests) {
   for (const Expected& c : cases) expect_parses(c);
 }
 
+// A digest names content; kiln never stores it as a name (see FROM x@digest).
+TEST(Reference, TagNamesRefuseDigests) {
+  for (const std::string& text : {"x@" + kDigest, "x:t@" + kDigest, "localhost:5000/x@" + kDigest}) {
+    auto tag = Reference::parse_tag(text);
+    ASSERT_FALSE(tag.ok()) << text;
+    EXPECT_EQ(tag.error().message, "refusing to create a tag with a digest reference: " + text);
+  }
+  EXPECT_FALSE(Reference::parse_tag("X:t").ok());  // parse()'s own errors still come first
+  auto plain = Reference::parse_tag("localhost:5000/x:t");
+  ASSERT_TRUE(plain.ok()) << plain.error().message;
+  EXPECT_EQ(plain->str(), "localhost:5000/x:t");
+}
+
 TEST(Reference, ValidNamesFromDistribution) {
   const std::vector<std::string> valid = {"docker/docker",
                                           "library/debian",

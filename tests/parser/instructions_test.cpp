@@ -238,6 +238,21 @@ TEST(TypedUnknownInstruction, IsRejectedWithASuggestion) {
             "Dockerfile:1:1: unknown instruction: ENTRYPIONT (did you mean ENTRYPOINT?)");
 }
 
+// A NUL would cut the command that runs short of what the cache key and history hold.
+TEST(TypedRun, ANulByteInTheCommandIsRefusedWithItsLine) {
+  using namespace std::string_literals;
+  EXPECT_EQ(error_of("FROM scratch\nRUN echo a\0b > /x\n"s),
+            "Dockerfile:2:1: RUN: the command holds a NUL byte");
+  EXPECT_EQ(error_of("FROM scratch\nRUN [\"echo\", \"a\0b\"]\n"s),
+            "Dockerfile:2:1: RUN: the command holds a NUL byte");
+  EXPECT_EQ(error_of("FROM scratch\nRUN [\"echo\", \"a\\u0000b\"]\n"),  // JSON's escape
+            "Dockerfile:2:1: RUN: the command holds a NUL byte");
+  EXPECT_EQ(error_of("FROM scratch\nRUN <<EOF\necho a\0b > /x\nEOF\n"s),
+            "Dockerfile:2:1: RUN: the heredoc \"EOF\" holds a NUL byte");
+  EXPECT_EQ(error_of("FROM scratch\n\0RUN true\n"s),
+            "Dockerfile:2:1: unknown instruction: \"\\x00RUN\" (the line holds a NUL byte)");
+}
+
 // ---------------------------------------------------------------------------
 // FROM
 
