@@ -613,30 +613,28 @@ std::string relative_destination(const SourceMatch& match, const ContextEntry& e
 }
 
 Result<std::optional<IgnoreFile>> read_ignore_file(const fs::path& context_dir, const fs::path& dockerfile) {
-  std::vector<std::pair<fs::path, std::string>> candidates;
+  UniqueFd root(::open(context_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return sys_error("open", context_dir.string());
+  struct Candidate {
+    std::optional<std::string> in_context;  // resolved inside the context; nullopt: `shown` is the host path
+    std::string shown;                      // the path as the user knows it, for errors
+    std::string name;
+  };
+  std::vector<Candidate> candidates;
   if (!dockerfile.empty()) {
     const std::string name = dockerfile.filename().string() + ".dockerignore";
-    candidates.emplace_back(dockerfile.parent_path() / name, name);
+    const fs::path beside = dockerfile.parent_path() / name;
+    candidates.push_back({path_within(context_dir, beside), beside.string(), name});
   }
-  candidates.emplace_back(context_dir / ".dockerignore", ".dockerignore");
-  for (const auto& [path, name] : candidates) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
+  candidates.push_back({".dockerignore", (context_dir / ".dockerignore").string(), ".dockerignore"});
+  for (const Candidate& candidate : candidates) {
+    auto text = candidate.in_context ? read_small_file_in_root(root.get(), *candidate.in_context, candidate.shown)
+                                     : read_small_file(candidate.shown);
+    if (!text) {
       if (errno == ENOENT) continue;
-      return sys_error("open", path.string());
+      return text.error();
     }
-    std::string text;
-    char buffer[65536];
-    for (;;) {
-      const ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        return sys_error("read", path.string());
-      }
-      if (got == 0) break;
-      text.append(buffer, static_cast<std::size_t>(got));
-    }
-    return std::optional<IgnoreFile>(IgnoreFile{name, std::move(text)});
+    return std::optional<IgnoreFile>(IgnoreFile{candidate.name, std::move(text).value()});
   }
   return std::optional<IgnoreFile>();
 }

@@ -161,6 +161,10 @@ std::string relative_destination(const SourceMatch& match, const ContextEntry& e
 /// exists (BuildKit: it wins), else `.dockerignore` at the context root. `dockerfile` may be
 /// empty (a Dockerfile from stdin). nullopt when neither exists. `name` is the file's name
 /// for parse errors ("Dockerfile.dockerignore"); the caller parses `text`.
+/// Both are resolved inside `context_dir` (read_small_file_in_root): a symlink that leaves
+/// the context reads nothing outside it (a missing file, then); only a Dockerfile outside
+/// the context (the user's own `-f` file) has its ignore file read as the host path beside
+/// it. Special files and files over kSmallFileLimit are errors ("cannot read <path>: ...").
 struct IgnoreFile {
   std::string name;
   std::string text;

@@ -21,14 +21,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +37,7 @@
 #include "cli/remote_cache.h"
 #include "cli/stored_images.h"
 #include "common/fd.h"
+#include "common/path.h"
 #include "executor/executor.h"
 #include "executor/progress.h"
 #include "executor/remote_source.h"
@@ -358,14 +356,6 @@ class ScratchSpace {
   fs::path dir_;  // empty once moved from
 };
 
-Result<std::string> read_whole_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Error{"cannot read " + path.string() + ": " + std::strerror(errno)};
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // Copies everything left on stdin into the new file `path`.
 Result<void> save_stdin(const fs::path& path) {
   UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -461,8 +451,9 @@ struct BuildInput {
 };
 
 // The context when it came as one file (stdin, an http URL): a tar becomes the context
-// directory, anything else is the Dockerfile of a build with no context.
-Result<BuildInput> input_from_file(const fs::path& file, const ScratchSpace& scratch) {
+// directory, anything else is the Dockerfile of a build with no context. `shown` names
+// the file in errors as the user knows it ("stdin", the URL), never the scratch copy.
+Result<BuildInput> input_from_file(const fs::path& file, std::string_view shown, const ScratchSpace& scratch) {
   auto dir = scratch.subdir("context");
   if (!dir) return dir.error();
   auto extracted = extract_if_archive(file, *dir);
@@ -472,34 +463,61 @@ Result<BuildInput> input_from_file(const fs::path& file, const ScratchSpace& scr
     input.context_dir = *dir;
     return input;
   }
-  auto text = read_whole_file(file);
+  UniqueFd saved(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!saved) return sys_error("open", file.string());
+  auto text = read_capped(saved.get(), kSmallFileLimit, shown);
   if (!text) return text.error();
   input.dockerfile_text = std::move(text).value();
   return input;
 }
 
+// The Dockerfile at `relative` inside the context, resolved in it as every COPY source is
+// (a symlink out of the context reaches nothing outside). `shown_dir` prefixes the name
+// in errors: the context as the user gave it, or empty for a context kiln unpacked.
+Result<std::string> read_in_context(const fs::path& context_dir, const std::string& relative,
+                                    const fs::path& shown_dir) {
+  UniqueFd root(::open(context_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return sys_error("open", context_dir.string());
+  return read_small_file_in_root(root.get(), relative, (shown_dir / relative).string());
+}
+
+// Where the Dockerfile is inside `context`; nullopt for a local -f file outside it. A
+// fetched context takes -f relative to itself, whatever it says.
+std::optional<std::string> dockerfile_in_context(const BuildArgs& args, bool local_context, const fs::path& context) {
+  if (args.file.empty()) return "Dockerfile";
+  if (local_context) return path_within(context, args.file);
+  return fs::path(args.file).relative_path().lexically_normal().string();
+}
+
 // Reads the Dockerfile of `input` (which has a context) as the flags say: `-f -` is stdin,
 // `-f FILE` is relative to the working directory for a local context and to the context
 // for a fetched one, no -f is <context>/Dockerfile (or `dockerfile`, as docker falls back).
+// Whatever lies in the context is read inside it; only a local -f file outside the
+// context is read as the user's own path. Every read is capped (kSmallFileLimit) and
+// refuses special files, so neither a FIFO nor /dev/zero can hang or exhaust the build.
 Result<void> read_dockerfile(const BuildArgs& args, bool local_context, BuildInput& input) {
   if (args.file == "-") {
-    std::ostringstream text;
-    text << std::cin.rdbuf();
-    input.dockerfile_text = text.str();
+    auto text = read_capped(STDIN_FILENO, kSmallFileLimit, "stdin");
+    if (!text) return text.error();
+    input.dockerfile_text = std::move(text).value();
     return {};
   }
-  fs::path path;
-  if (!args.file.empty()) {
-    path = local_context ? fs::path(args.file) : *input.context_dir / fs::path(args.file).relative_path();
-  } else {
-    path = *input.context_dir / "Dockerfile";
-    std::error_code ignored;
-    if (!fs::exists(path, ignored) && fs::exists(*input.context_dir / "dockerfile", ignored)) {
-      path = *input.context_dir / "dockerfile";
+  const fs::path& context = *input.context_dir;
+  // How errors name files in the context: under the directory the user gave, or bare
+  // ("Dockerfile") in a context kiln fetched or unpacked, whose path means nothing to them.
+  const fs::path shown_dir = local_context ? context : fs::path();
+  std::optional<std::string> relative = dockerfile_in_context(args, local_context, context);
+  auto text = relative ? read_in_context(context, *relative, shown_dir) : read_small_file(args.file);
+  if (!text && errno == ENOENT && args.file.empty()) {
+    // docker takes a lower-case `dockerfile` too (moby/moby#10858); when neither exists,
+    // the error stays about `Dockerfile`.
+    if (auto lower = read_in_context(context, "dockerfile", shown_dir)) {
+      relative = "dockerfile";
+      text = std::move(lower);
     }
   }
-  auto text = read_whole_file(path);
   if (!text) return text.error();
+  const fs::path path = relative ? context / *relative : fs::path(args.file);
   input.dockerfile_text = std::move(text).value();
   input.dockerfile_name = path.filename().string();
   input.dockerfile_path = path;
@@ -521,7 +539,7 @@ Result<BuildInput> prepare_input(const BuildArgs& args, const ScratchSpace& scra
   if (args.context == "-") {
     const fs::path saved = scratch.dir() / "stdin";
     if (auto r = save_stdin(saved); !r) return r.error();
-    auto from_stdin = input_from_file(saved, scratch);
+    auto from_stdin = input_from_file(saved, "stdin", scratch);
     if (!from_stdin) return from_stdin.error();
     input = std::move(from_stdin).value();
     if (!input.context_dir) {
@@ -536,15 +554,17 @@ Result<BuildInput> prepare_input(const BuildArgs& args, const ScratchSpace& scra
   } else if (executor::classify_add_source(args.context) == executor::AddSourceKind::http) {
     auto fetched = executor::fetch_http(args.context, scratch.dir(), {});
     if (!fetched) return Error{"unable to prepare context: " + fetched.error().message};
-    auto from_url = input_from_file(fetched->dir / fetched->name, scratch);
+    auto from_url = input_from_file(fetched->dir / fetched->name, args.context, scratch);
     if (!from_url) return from_url.error();
     input = std::move(from_url).value();
     if (!input.context_dir) return input;
   } else {
-    std::error_code error;
-    if (!fs::is_directory(args.context, error)) {
-      return Error{"unable to prepare context: path \"" + args.context + "\" not found"};
+    struct stat info{};
+    if (::stat(args.context.c_str(), &info) != 0) {
+      if (errno == ENOENT) return Error{"unable to prepare context: path \"" + args.context + "\" not found"};
+      return Error{"unable to prepare context: " + sys_error("stat", args.context).message};
     }
+    if (!S_ISDIR(info.st_mode)) return Error{"unable to prepare context: context must be a directory: " + args.context};
     input.context_dir = fs::path(args.context);
     local_context = true;
   }

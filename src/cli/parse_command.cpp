@@ -1,11 +1,8 @@
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "cli/commands.h"
+#include "common/fd.h"
 #include "parser/instructions.h"
 #include "parser/parser.h"
 
@@ -21,11 +18,9 @@ struct ParseOptions {
 // Without --dump/--json the file is also given meaning (flags, stage names),
 // so every error `kiln build` would report at parse time is reported here.
 int run_parse(const ParseOptions& options) {
-  std::ifstream in(options.file, std::ios::binary);
-  if (!in) return fail("cannot read " + options.file + ": " + std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  const auto dockerfile = parser::parse(text.str(), options.file);
+  const auto text = read_small_file(options.file);
+  if (!text) return fail(text.error().message);
+  const auto dockerfile = parser::parse(*text, options.file);
   if (!dockerfile.ok()) return fail(dockerfile.error().message);
   if (options.dump) {
     std::cout << parser::dump(*dockerfile);

@@ -20,9 +20,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,9 +152,12 @@ Result<void> add_user_env(std::vector<std::string>& env, const std::string& entr
   return {};
 }
 
+// The lines of the --env-file `path`: a small regular file (a FIFO or /dev/zero is refused
+// before it can hang or fill memory).
 Result<void> add_env_file(std::vector<std::string>& env, const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Error{"open env file " + path + ": " + std::strerror(errno)};
+  auto text = read_small_file(path);
+  if (!text) return text.error();
+  std::istringstream in(std::move(text).value());
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
     const std::size_t start = line.find_first_not_of(" \t");

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -52,6 +53,80 @@ Result<UniqueFd> open_in_root(int root_fd, std::string_view path, int flags, uns
     errno = saved;  // callers branch on it (ENOENT: create the missing directory)
     return error;
   }
+}
+
+namespace {
+
+// Every error of the small-file readers: the message, and errno set to `error_number`
+// for the callers that branch on it.
+Error cannot_read(std::string_view shown, int error_number, std::string_view reason = {}) {
+  char buffer[256];
+  std::string message = "cannot read " + std::string(shown) + ": ";
+  message += reason.empty() ? std::string_view(strerror_r(error_number, buffer, sizeof buffer)) : reason;
+  errno = error_number;
+  return Error{std::move(message)};
+}
+
+// What a non-regular file is, for the error refusing it.
+const char* type_name(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFIFO: return "a FIFO";
+    case S_IFSOCK: return "a socket";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    default: return "not a file";
+  }
+}
+
+// The type check and capped read shared by both openers; `fd` is open for reading.
+Result<std::string> read_opened_file(int fd, std::size_t max_bytes, std::string_view shown) {
+  struct stat info{};
+  if (::fstat(fd, &info) != 0) return cannot_read(shown, errno);
+  if (S_ISDIR(info.st_mode)) return cannot_read(shown, EISDIR);
+  if (!S_ISREG(info.st_mode)) {
+    return cannot_read(shown, EINVAL, std::string("not a regular file (") + type_name(info.st_mode) + ")");
+  }
+  // The size is only a hint (procfs says 0, the file may grow): read_capped decides.
+  return read_capped(fd, max_bytes, shown);
+}
+
+// Flags for opening a file that may turn out not to be a regular one: no waiting for a
+// FIFO's writer, no controlling terminal taken from a tty.
+constexpr int kProbeReadFlags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+
+}  // namespace
+
+Result<std::string> read_capped(int fd, std::size_t max_bytes, std::string_view path) {
+  std::string text;
+  char buffer[65536];
+  for (;;) {
+    const ssize_t got = ::read(fd, buffer, sizeof buffer);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return cannot_read(path, errno);
+    }
+    if (got == 0) return text;
+    if (static_cast<std::size_t>(got) > max_bytes - text.size()) {
+      const bool whole_mebibytes = max_bytes % (std::size_t{1} << 20) == 0;
+      const std::string limit = whole_mebibytes ? std::to_string(max_bytes >> 20) + " MiB"
+                                                : std::to_string(max_bytes) + " bytes";
+      return cannot_read(path, EFBIG, "larger than the " + limit + " limit");
+    }
+    text.append(buffer, static_cast<std::size_t>(got));
+  }
+}
+
+Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes) {
+  UniqueFd fd(::open(path.c_str(), kProbeReadFlags));
+  if (!fd) return cannot_read(path, errno);
+  return read_opened_file(fd.get(), max_bytes, path);
+}
+
+Result<std::string> read_small_file_in_root(int root_fd, std::string_view path, std::string_view shown,
+                                            std::size_t max_bytes) {
+  auto fd = open_in_root(root_fd, path, kProbeReadFlags);
+  if (!fd) return cannot_read(shown, errno);
+  return read_opened_file(fd->get(), max_bytes, shown);
 }
 
 Result<std::vector<std::string>> list_directory(int dir_fd, std::string_view path) {

@@ -3,6 +3,7 @@
 // inside a root without leaving it).
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +64,36 @@ Result<void> write_all(int fd, const void* data, std::size_t size, std::string_v
 /// Errors name the call and `path`; errno is left as the kernel set it. Needs Linux >= 5.6.
 /// Thread-safe.
 Result<UniqueFd> open_in_root(int root_fd, std::string_view path, int flags, unsigned mode = 0);
+
+/// The cap kiln puts on the small text files it reads whole (Dockerfile, .dockerignore,
+/// env files): BuildKit reads a Dockerfile over gRPC, whose 16 MiB message limit is where
+/// its ReadFile stops.
+inline constexpr std::size_t kSmallFileLimit = std::size_t{16} << 20;
+
+/// Reads `fd` from its offset to the end, refusing to hold more than `max_bytes`: for
+/// streams (stdin), where a type check means nothing. Retries EINTR. Errors, with `path`
+/// naming the source: "cannot read <path>: <strerror>" and
+/// "cannot read <path>: larger than the <N> MiB limit" (errno EFBIG). Not thread-safe for
+/// one `fd`.
+Result<std::string> read_capped(int fd, std::size_t max_bytes, std::string_view path);
+
+/// Reads the whole of the small regular file `path`, the caller's own path (symlinks
+/// followed), as read_small_file_in_root() does once it is open. Thread-safe.
+Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes = kSmallFileLimit);
+
+/// Reads the whole of the small regular file `path`, resolved inside `root_fd` as
+/// open_in_root() does, so a symlink in a hostile tree reaches nothing outside it. Anything
+/// but a regular file (directory, FIFO, socket, device) is refused by its type before a
+/// byte is read: the open never waits for a FIFO's writer (O_NONBLOCK) and never takes a
+/// controlling terminal (O_NOCTTY). Files over `max_bytes` are refused, also when they
+/// grow while read. Errors say "cannot read <shown>: <reason>" (`shown` is how the user
+/// knows the file): "No such file or directory", "Is a directory",
+/// "not a regular file (a FIFO)", "larger than the 16 MiB limit", or the read's errno.
+/// On every error errno says why, for callers that branch on it (ENOENT: try another
+/// name): the open's or read's errno, EISDIR, EINVAL for a special file, EFBIG over the
+/// cap. Thread-safe.
+Result<std::string> read_small_file_in_root(int root_fd, std::string_view path, std::string_view shown,
+                                            std::size_t max_bytes = kSmallFileLimit);
 
 /// The names in the directory `dir_fd` (without "." and ".."), in the order the
 /// filesystem returns them. Reads through a fresh open of `dir_fd` (which may be an O_PATH

@@ -2,6 +2,8 @@
 // sources, destinations and archive member names are cleaned with.
 #pragma once
 
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,5 +16,11 @@ namespace kiln {
 /// `clamp_at_root` (BuildKit's fs.RootPath), else the path climbs out: returns false, and
 /// `parts` is then partly changed. Pure; never throws beyond allocation.
 bool append_clean_components(std::vector<std::string>& parts, std::string_view path, bool clamp_at_root);
+
+/// `path` relative to the directory `dir` when it names something inside it (`dir` itself
+/// is ""), judged lexically on the absolute, normalised forms: nullopt when it is outside.
+/// Symlinks are not followed: the caller resolves the answer inside `dir` (open_in_root),
+/// which is the point. Reads the working directory for relative paths; never fails.
+std::optional<std::string> path_within(const std::filesystem::path& dir, const std::filesystem::path& path);
 
 }  // namespace kiln

@@ -233,7 +233,9 @@ std::string read_all(int fd) {
 }
 
 // Runs `git args…` in `dir`, capturing both outputs. Git never prompts (no terminal in a
-// build) and never opens an editor or pager.
+// build) and never opens an editor or pager. `args` must end option parsing (`--` or
+// `--end-of-options`) before anything taken from the user, or a value spelled like an
+// option (`--upload-pack=CMD`) is obeyed.
 Result<GitOutcome> run_git(const fs::path& dir, const std::vector<std::string>& args) {
   // git's own protocol policy stays: a repository's submodules may not point at file://
   // paths on the build host (CVE-2022-39253).
@@ -318,17 +320,19 @@ Error git_error(std::string_view display, std::string_view what, const GitOutcom
 // locally (a commit id prefix, an unadvertised commit).
 Result<void> fetch_and_checkout(const fs::path& checkout, const GitSource& source, std::string_view display) {
   const std::string wanted = source.ref.empty() ? "HEAD" : source.ref;
-  auto shallow = run_git(checkout, {"fetch", "--quiet", "--depth=1", "--no-tags", "origin", wanted});
+  // `--` (and `--end-of-options` below) before every argument taken from the Dockerfile:
+  // git would run a ref spelled `--upload-pack=CMD` as a command.
+  auto shallow = run_git(checkout, {"fetch", "--quiet", "--depth=1", "--no-tags", "--", "origin", wanted});
   if (!shallow) return shallow.error();
   std::string target = "FETCH_HEAD";
   if (shallow->status != 0) {
-    auto full = run_git(checkout, {"fetch", "--quiet", "--no-tags", "origin", "+refs/heads/*:refs/remotes/origin/*",
+    auto full = run_git(checkout, {"fetch", "--quiet", "--no-tags", "--", "origin", "+refs/heads/*:refs/remotes/origin/*",
                                    "+refs/tags/*:refs/tags/*"});
     if (!full) return full.error();
     if (full->status != 0) return git_error(display, "fetch", *full);
     target.clear();
     for (const std::string& candidate : {wanted, "origin/" + wanted}) {
-      auto resolved = run_git(checkout, {"rev-parse", "--verify", "--quiet", candidate + "^{commit}"});
+      auto resolved = run_git(checkout, {"rev-parse", "--verify", "--quiet", "--end-of-options", candidate + "^{commit}"});
       if (!resolved) return resolved.error();
       if (resolved->status == 0) {
         target = trimmed(resolved->out);
@@ -481,7 +485,7 @@ Result<FetchedSource> fetch_git(std::string_view url, const fs::path& scratch, c
   if (error) return fail(Error{"mkdir " + checkout.string() + ": " + error.message()});
 
   for (const std::vector<std::string>& args : {std::vector<std::string>{"init", "--quiet"},
-                                               std::vector<std::string>{"remote", "add", "origin", source.remote}}) {
+                                               std::vector<std::string>{"remote", "add", "--", "origin", source.remote}}) {
     auto ran = run_git(checkout, args);
     if (!ran) return fail(ran.error());
     if (ran->status != 0) return fail(git_error(display, args.front(), *ran));
@@ -496,7 +500,7 @@ Result<FetchedSource> fetch_git(std::string_view url, const fs::path& scratch, c
   }
   if (options.keep_git_dir) {
     // The kept .git must not hold credentials: origin without them.
-    auto reset = run_git(checkout, {"remote", "set-url", "origin", redact_credentials(source.remote)});
+    auto reset = run_git(checkout, {"remote", "set-url", "--", "origin", redact_credentials(source.remote)});
     if (!reset) return fail(reset.error());
   } else {
     fs::remove_all(checkout / ".git", error);

@@ -123,5 +123,44 @@ TEST_F(RootTest, ListDirectoryReturnsNamesWithoutDots) {
   EXPECT_EQ(missing.error().message, "open directory /nowhere: Bad file descriptor");
 }
 
+TEST_F(RootTest, ReadSmallFileStaysInTheRootAndRefusesSpecialFilesAndHugeOnes) {
+  auto inside = read_small_file_in_root(root_fd_.get(), "etc/passwd", "ctx/etc/passwd");
+  ASSERT_TRUE(inside) << inside.error().message;
+  EXPECT_EQ(*inside, "inside");
+  // An absolute link out of the root resolves inside it: the outside file is never read.
+  std::filesystem::create_symlink(base_ / "outside" / "passwd", root_ / "escape");
+  auto escaped = read_small_file_in_root(root_fd_.get(), "escape", "ctx/escape");
+  ASSERT_FALSE(escaped);
+  EXPECT_EQ(escaped.error().message, "cannot read ctx/escape: No such file or directory");
+  EXPECT_EQ(errno, ENOENT);
+
+  ASSERT_EQ(::mkfifo((root_ / "fifo").c_str(), 0600), 0);
+  auto fifo = read_small_file_in_root(root_fd_.get(), "fifo", "fifo");  // must not wait for a writer
+  ASSERT_FALSE(fifo);
+  EXPECT_EQ(fifo.error().message, "cannot read fifo: not a regular file (a FIFO)");
+  EXPECT_NE(errno, ENOENT);
+
+  auto directory = read_small_file_in_root(root_fd_.get(), "etc", "etc");
+  ASSERT_FALSE(directory);
+  EXPECT_EQ(directory.error().message, "cannot read etc: Is a directory");
+
+  auto device = read_small_file("/dev/zero");
+  ASSERT_FALSE(device);
+  EXPECT_EQ(device.error().message, "cannot read /dev/zero: not a regular file (a character device)");
+
+  std::ofstream(root_ / "big") << std::string(100, 'x');
+  auto big = read_small_file_in_root(root_fd_.get(), "big", "big", 99);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().message, "cannot read big: larger than the 99 bytes limit");
+  EXPECT_TRUE(read_small_file_in_root(root_fd_.get(), "big", "big", 100));
+}
+
+TEST(ReadCapped, StopsAtTheCapOnAStream) {
+  UniqueFd zero(::open("/dev/zero", O_RDONLY | O_CLOEXEC));
+  auto read = read_capped(zero.get(), std::size_t{1} << 20, "stdin");
+  ASSERT_FALSE(read);
+  EXPECT_EQ(read.error().message, "cannot read stdin: larger than the 1 MiB limit");
+}
+
 }  // namespace
 }  // namespace kiln

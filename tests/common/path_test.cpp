@@ -23,5 +23,14 @@ TEST(PathTest, ClimbingOutIsAnErrorUnlessClamped) {
   EXPECT_EQ(clamped, (Parts{"x"}));
 }
 
+TEST(PathTest, PathWithinIsLexicalOnAbsoluteForms) {
+  EXPECT_EQ(path_within("/ctx", "/ctx/Dockerfile"), "Dockerfile");
+  EXPECT_EQ(path_within("/ctx/", "/ctx/a/../b"), "b");
+  EXPECT_EQ(path_within("/ctx", "/ctx"), "");
+  EXPECT_EQ(path_within("/ctx", "/ctxfile"), std::nullopt);
+  EXPECT_EQ(path_within("/ctx", "/ctx/../etc/shadow"), std::nullopt);
+  EXPECT_EQ(path_within("ctx", "ctx/sub/Dockerfile"), "sub/Dockerfile");  // both from the working directory
+}
+
 }  // namespace
 }  // namespace kiln

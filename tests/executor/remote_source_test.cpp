@@ -329,5 +329,15 @@ TEST_F(FetchGitTest, ErrorsCarryGitsWordsAndNoCredentials) {
   EXPECT_TRUE(fs::is_empty(scratch()));
 }
 
+TEST_F(FetchGitTest, ARefSpelledAsAnOptionIsNeverObeyed) {
+  // git fetch takes `--upload-pack=CMD` where the refspec goes unless options end first.
+  const fs::path canary = dir_ / "upload-pack-ran";
+  auto fetched = fetch_git(url("--upload-pack=touch " + canary.string()), scratch(), {});
+  ASSERT_FALSE(fetched);
+  EXPECT_NE(fetched.error().message.find("--upload-pack"), std::string::npos) << fetched.error().message;
+  EXPECT_FALSE(fs::exists(canary));
+  EXPECT_TRUE(fs::is_empty(scratch()));
+}
+
 }  // namespace
 }  // namespace kiln::executor

@@ -1,0 +1,197 @@
+// End to end: `kiln build` and `kiln run` given hostile files to read: a context whose
+// Dockerfile or ignore files are symlinks out of it, FIFOs, devices or huge, and paths
+// that are not what the flag wants. Each case must end in a clear error (or the right
+// build), read nothing outside the context (the canary's text never shows), write nothing
+// outside the store, and leave the store working.
+#include <gtest/gtest.h>
+
+#include "fixtures.h"
+
+namespace kiln::e2e {
+namespace {
+
+BaseImageRegistry& world() {
+  static BaseImageRegistry instance;
+  return instance;
+}
+
+// The first line of the canary is what a parse error would quote; its second line, as an
+// ignore pattern, would drop hello.txt from the context and fail the COPY.
+const std::string kCanaryText = "KILN-CANARY-SECRET\nhello.txt\n";
+
+// A secret file outside every context, and a directory of contexts beside it.
+class HostileContextTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fs::create_directories(work_ / "outside");
+    write(canary(), kCanaryText);
+  }
+
+  fs::path canary() const { return work_ / "outside" / "shadow"; }
+  fs::path context(const std::string& name) const { return work_ / name; }
+  std::string store() const { return store_.path().string(); }
+
+  static void write(const fs::path& path, const std::string& text) {
+    fs::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << text;
+  }
+  // A context holding hello.txt and, unless `dockerfile` is empty, a Dockerfile copying it.
+  fs::path make_context(const std::string& name, const std::string& dockerfile = kDockerfile) const {
+    const fs::path dir = context(name);
+    write(dir / "hello.txt", "hello\n");
+    if (!dockerfile.empty()) write(dir / "Dockerfile", with_base(dockerfile, world().base));
+    return dir;
+  }
+  // `dir` as a tar's bytes, symlinks kept as links.
+  std::string tar_of(const fs::path& dir) const {
+    const fs::path tar = work_ / (dir.filename().string() + ".tar");
+    must_run("tar -C " + dir.string() + " -cf " + tar.string() + " .");
+    return testing::read_file(tar);
+  }
+  SplitOutcome build(const std::string& args, const std::optional<std::string>& input = std::nullopt,
+                     const std::string& env = kNoCredentials) const {
+    // `timeout`: a build that waits on a FIFO fails the test instead of hanging it.
+    return kiln_split(store_.path(), "build --progress plain " + args, env + " timeout 120", input);
+  }
+
+  // Nothing was read from the canary into what kiln printed, and nothing was written
+  // beside it.
+  void expect_canary_untouched(const SplitOutcome& outcome) const {
+    EXPECT_EQ(outcome.err.find("KILN-CANARY-SECRET"), std::string::npos) << outcome.err;
+    EXPECT_EQ(outcome.out.find("KILN-CANARY-SECRET"), std::string::npos) << outcome.out;
+    EXPECT_EQ(testing::read_file(canary()), kCanaryText);
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(work_ / "outside")) names.push_back(entry.path().filename());
+    EXPECT_EQ(names, std::vector<std::string>{"shadow"});
+  }
+
+  // After the hostile cases the same store still lists images and builds two steps.
+  void expect_store_still_works() const {
+    const auto images = kiln_split(store_.path(), "images");
+    EXPECT_EQ(images.status, 0) << images.err;
+    const fs::path dir = make_context("after",
+                                      "FROM {BASE}\nRUN echo step > /step.txt\nCOPY hello.txt /hello.txt\n");
+    const auto built = build("-t e2e/after " + dir.string());
+    EXPECT_EQ(built.status, 0) << built.err;
+    EXPECT_NE(kiln_split(store_.path(), "images").out.find("e2e/after"), std::string::npos);
+  }
+
+  static inline const std::string kDockerfile = "FROM {BASE}\nCOPY hello.txt /hello.txt\n";
+  ScratchDir work_;
+  ScratchDir store_;
+};
+
+TEST_F(HostileContextTest, DockerfileAndIgnoreFilesAreResolvedInsideTheContext) {
+  // ln -s <canary> ctx/Dockerfile: resolved inside the context, where nothing is there.
+  const fs::path linked = make_context("linked-dockerfile", "");
+  fs::create_symlink(canary(), linked / "Dockerfile");
+  const auto escaped = build(linked.string());
+  EXPECT_EQ(escaped.status, 1);
+  EXPECT_NE(escaped.err.find("cannot read " + (linked / "Dockerfile").string() + ": No such file or directory"),
+            std::string::npos)
+      << escaped.err;
+  expect_canary_untouched(escaped);
+
+  // The same context as a tar on stdin.
+  const auto from_tar = build("-", tar_of(linked));
+  EXPECT_EQ(from_tar.status, 1);
+  EXPECT_NE(from_tar.err.find("kiln: error: cannot read Dockerfile: No such file or directory"), std::string::npos)
+      << from_tar.err;
+  expect_canary_untouched(from_tar);
+
+  // .dockerignore and Dockerfile.dockerignore linked out: no ignore file, hello.txt stays.
+  const fs::path ignores = make_context("linked-ignores");
+  fs::create_symlink(canary(), ignores / ".dockerignore");
+  fs::create_symlink(canary(), ignores / "Dockerfile.dockerignore");
+  const auto ignored = build("-t e2e/ignores " + ignores.string());
+  EXPECT_EQ(ignored.status, 0) << ignored.err;
+  expect_canary_untouched(ignored);
+
+  // A link that stays inside the context keeps working.
+  const fs::path inside = make_context("inside-link", "");
+  write(inside / "Dockerfile.web", with_base(kDockerfile, world().base));
+  fs::create_symlink("Dockerfile.web", inside / "Dockerfile");
+  const auto web = build("-t e2e/inside-link " + inside.string());
+  EXPECT_EQ(web.status, 0) << web.err;
+
+  // -f naming a file outside the context is the user's own file, read as they named it.
+  const fs::path own = work_ / "own" / "build.Dockerfile";
+  write(own, with_base(kDockerfile, world().base));
+  const auto outside_file = build("-t e2e/own -f " + own.string() + " " + ignores.string());
+  EXPECT_EQ(outside_file.status, 0) << outside_file.err;
+  expect_canary_untouched(outside_file);
+
+  expect_store_still_works();
+}
+
+TEST_F(HostileContextTest, SpecialFilesAndHugeFilesAreRefusedByTypeAndSize) {
+  const fs::path fifo = make_context("fifo-dockerfile", "");
+  must_run("mkfifo " + (fifo / "Dockerfile").string());
+  const auto waited = build(fifo.string());
+  EXPECT_EQ(waited.status, 1) << waited.err;  // 124 would be the timeout: kiln blocked
+  EXPECT_NE(waited.err.find("Dockerfile: not a regular file (a FIFO)"), std::string::npos) << waited.err;
+
+  const fs::path fifo_ignore = make_context("fifo-ignore");
+  must_run("mkfifo " + (fifo_ignore / ".dockerignore").string());
+  const auto ignore = build(fifo_ignore.string());
+  EXPECT_EQ(ignore.status, 1) << ignore.err;
+  EXPECT_NE(ignore.err.find(".dockerignore: not a regular file (a FIFO)"), std::string::npos) << ignore.err;
+
+  // Dockerfile -> /dev/zero resolves inside the context: nothing there.
+  const fs::path zero = make_context("zero-link", "");
+  fs::create_symlink("/dev/zero", zero / "Dockerfile");
+  const auto linked_zero = build(zero.string());
+  EXPECT_EQ(linked_zero.status, 1);
+  EXPECT_NE(linked_zero.err.find("No such file or directory"), std::string::npos) << linked_zero.err;
+
+  const auto device = build("-f /dev/zero " + zero.string());
+  EXPECT_EQ(device.status, 1);
+  EXPECT_NE(device.err.find("cannot read /dev/zero: not a regular file (a character device)"), std::string::npos)
+      << device.err;
+
+  const fs::path huge = make_context("huge", "");
+  must_run("truncate -s 17M " + (huge / "Dockerfile").string());
+  const auto too_big = build(huge.string());
+  EXPECT_EQ(too_big.status, 1);
+  EXPECT_NE(too_big.err.find("Dockerfile: larger than the 16 MiB limit"), std::string::npos) << too_big.err;
+
+  const auto env_file = kiln_split(store_.path(), "run --rm --env-file /dev/zero " + world().base + " true",
+                                   kNoCredentials + " timeout 120");
+  EXPECT_EQ(env_file.status, 1) << env_file.err;
+  EXPECT_NE(env_file.err.find("cannot read /dev/zero: not a regular file (a character device)"), std::string::npos)
+      << env_file.err;
+  for (const auto* outcome : {&waited, &ignore, &linked_zero, &device, &too_big, &env_file}) {
+    expect_canary_untouched(*outcome);
+  }
+  expect_store_still_works();
+}
+
+TEST_F(HostileContextTest, ErrorsSayWhatIsWrongWithThePathTheUserGave) {
+  const fs::path dir = make_context("plain");
+  const auto directory = build("-f " + dir.string() + " " + dir.string());
+  EXPECT_EQ(directory.status, 1);
+  EXPECT_NE(directory.err.find(": Is a directory"), std::string::npos) << directory.err;
+
+  const auto memory = build("-f /proc/self/mem " + dir.string());
+  EXPECT_EQ(memory.status, 1);
+  EXPECT_NE(memory.err.find("cannot read /proc/self/mem: Input/output error"), std::string::npos) << memory.err;
+
+  const auto file_context = build("/etc/passwd");
+  EXPECT_EQ(file_context.status, 1);
+  EXPECT_NE(file_context.err.find("unable to prepare context: context must be a directory: /etc/passwd"),
+            std::string::npos)
+      << file_context.err;
+
+  // A tar on stdin without a Dockerfile: named as the user knows it, not kiln's scratch copy.
+  const fs::path no_dockerfile = make_context("no-dockerfile", "");
+  const auto missing = build("-", tar_of(no_dockerfile));
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("kiln: error: cannot read Dockerfile: No such file or directory"), std::string::npos)
+      << missing.err;
+  EXPECT_EQ(missing.err.find(store()), std::string::npos) << missing.err;
+  for (const auto* outcome : {&directory, &memory, &file_context, &missing}) expect_canary_untouched(*outcome);
+  expect_store_still_works();
+}
+
+}  // namespace
+}  // namespace kiln::e2e
