@@ -35,6 +35,7 @@
 #include <system_error>
 
 #include "common/fd.h"
+#include "common/output_file.h"
 
 namespace kiln::cache {
 namespace fs = std::filesystem;
@@ -97,29 +98,6 @@ const char* status_name(ContainerStatus status) {
     case ContainerStatus::exited: return "exited";
   }
   return "created";
-}
-
-// Writes `text` to `path` so that readers see the old or the new file, never a part.
-Result<void> replace_file(const fs::path& path, std::string_view text) {
-  const fs::path temporary = path.string() + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return sys_error("open", temporary.string());
-  UniqueFd file(fd);
-  if (auto written = write_all(file.get(), text.data(), text.size(), temporary.string()); !written) {
-    ::unlink(temporary.c_str());
-    return written;
-  }
-  if (::fsync(file.get()) != 0) {
-    const Error error = sys_error("fsync", temporary.string());
-    ::unlink(temporary.c_str());
-    return error;
-  }
-  if (::rename(temporary.c_str(), path.c_str()) != 0) {
-    const Error error = sys_error("rename", temporary.string());
-    ::unlink(temporary.c_str());
-    return error;
-  }
-  return {};
 }
 
 Result<void> make_dir(const fs::path& path, mode_t mode) {
@@ -317,7 +295,7 @@ Result<void> ContainerStore::create(const ContainerRecord& record) {
     if (auto made = make_dir(rootfs_dir(record.id), 0755); !made) return made;
   }
   if (auto made = make_dir(state_dir(record.id), 0700); !made) return made;
-  return replace_file(container / kRecordFile, container_record_to_json(record));
+  return replace_file(container / kRecordFile, container_record_to_json(record), 0600);
 }
 
 Result<ContainerRecord> ContainerStore::get(std::string_view id_or_prefix) const {
@@ -377,7 +355,7 @@ Result<void> ContainerStore::update(const ContainerRecord& record) {
     if (errno == ENOENT) return Error{"no such container: " + record.id};
     return sys_error("stat", container.string());
   }
-  return replace_file(container / kRecordFile, container_record_to_json(record));
+  return replace_file(container / kRecordFile, container_record_to_json(record), 0600);
 }
 
 Result<void> ContainerStore::remove(std::string_view id) {

@@ -37,6 +37,7 @@
 #include "cli/remote_cache.h"
 #include "cli/stored_images.h"
 #include "common/fd.h"
+#include "common/output_file.h"
 #include "common/path.h"
 #include "executor/executor.h"
 #include "executor/progress.h"
@@ -672,43 +673,41 @@ planner::BaseImageResolver base_resolver(StoreImageSource& images) {
 
 // ---- outputs --------------------------------------------------------------------------------------
 
-// Copies the file `path` to stdout (an archive output with dest=-).
-Result<void> copy_to_stdout(const fs::path& path) {
-  UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) return sys_error("open", path.string());
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = ::read(in.get(), buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error("read", path.string());
-    if (n == 0) return {};
-    if (auto r = write_all(STDOUT_FILENO, buffer, static_cast<std::size_t>(n), "stdout"); !r) return r;
-  }
+// A type=local destination must be an empty directory or nothing yet.
+Result<void> check_local_dest(const fs::path& dest) {
+  std::error_code error;
+  const fs::file_status status = fs::status(dest, error);
+  if (status.type() == fs::file_type::not_found) return {};
+  if (error) return Error{"output directory " + dest.string() + ": " + error.message()};
+  if (status.type() != fs::file_type::directory) return Error{"output directory " + dest.string() + " is not a directory"};
+  if (!fs::is_empty(dest, error)) return Error{"output directory " + dest.string() + " is not empty"};
+  return {};
 }
 
 // The image's root filesystem (layers applied, whiteouts resolved) in `dest`, which must be
-// empty or absent.
-Result<void> export_rootfs(const std::vector<fs::path>& snapshots, const fs::path& dest) {
+// empty or absent. `privileges` says whether device nodes and setuid/setgid bits are kept.
+Result<void> export_rootfs(const std::vector<fs::path>& snapshots, const fs::path& dest,
+                           sandbox::Privileges privileges) {
+  if (auto checked = check_local_dest(dest); !checked) return checked;
   std::error_code error;
-  if (fs::exists(dest, error) && !fs::is_empty(dest, error)) {
-    return Error{"output directory " + dest.string() + " is not empty"};
-  }
   fs::create_directories(dest, error);
   if (error) return Error{"mkdir " + dest.string() + ": " + error.message()};
   // copy_layers takes the layers top-most first, as overlayfs does.
-  return sandbox::copy_layers(std::vector<fs::path>(snapshots.rbegin(), snapshots.rend()), dest);
+  return sandbox::copy_layers(std::vector<fs::path>(snapshots.rbegin(), snapshots.rend()), dest, privileges);
 }
 
-// The directory tree `dir` as a tar file `out` (type=tar): sorted, owners and modes kept.
-Result<void> write_tree_tar(const fs::path& dir, const fs::path& out) {
+// The directory tree `dir` as a tar in `out` (type=tar), committed: sorted, owners and modes kept.
+Result<void> write_tree_tar(const fs::path& dir, OutputFile& out) {
   std::unique_ptr<archive, decltype(&archive_read_free)> disk(archive_read_disk_new(), archive_read_free);
   std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_new(), archive_write_free);
   if (!disk || !writer) return Error{"tar output: out of memory"};
   archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS);
   archive_read_disk_set_standard_lookup(disk.get());
   archive_write_set_format_pax_restricted(writer.get());
-  if (archive_write_open_filename(writer.get(), out.c_str()) != ARCHIVE_OK) {
-    return Error{"tar output " + out.string() + ": " + archive_error_string(writer.get())};
+  // libarchive pads the last block when the fd is a pipe or stdout: the same bytes everywhere.
+  archive_write_set_bytes_in_last_block(writer.get(), 1);
+  if (archive_write_open_fd(writer.get(), out.fd()) != ARCHIVE_OK) {
+    return Error{"tar output " + out.dest() + ": " + archive_error_string(writer.get())};
   }
   std::vector<fs::path> paths;
   for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::none); it != fs::recursive_directory_iterator(); ++it) {
@@ -723,7 +722,7 @@ Result<void> write_tree_tar(const fs::path& dir, const fs::path& out) {
     }
     archive_entry_copy_pathname(entry.get(), path.lexically_relative(dir).c_str());
     if (archive_write_header(writer.get(), entry.get()) < ARCHIVE_WARN) {
-      return Error{"tar output " + out.string() + ": " + archive_error_string(writer.get())};
+      return Error{"tar output " + out.dest() + ": " + archive_error_string(writer.get())};
     }
     if (archive_entry_filetype(entry.get()) == AE_IFREG && archive_entry_size(entry.get()) > 0) {
       UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
@@ -735,15 +734,46 @@ Result<void> write_tree_tar(const fs::path& dir, const fs::path& out) {
         if (n < 0) return sys_error("read", path.string());
         if (n == 0) break;
         if (archive_write_data(writer.get(), buffer, static_cast<std::size_t>(n)) < 0) {
-          return Error{"tar output " + out.string() + ": " + archive_error_string(writer.get())};
+          return Error{"tar output " + out.dest() + ": " + archive_error_string(writer.get())};
         }
       }
     }
   }
   if (archive_write_close(writer.get()) != ARCHIVE_OK) {
-    return Error{"tar output " + out.string() + ": " + archive_error_string(writer.get())};
+    return Error{"tar output " + out.dest() + ": " + archive_error_string(writer.get())};
   }
-  return {};
+  return out.commit();
+}
+
+// The files a build writes, opened before it starts so that a destination that cannot be
+// written fails the build before any work, with the reason.
+struct OutputFiles {
+  std::vector<std::optional<OutputFile>> outputs;  // by --output position; set for oci, docker, tar
+  std::optional<OutputFile> iidfile;
+  std::optional<OutputFile> metadata_file;
+};
+
+Result<OutputFiles> open_output_files(const std::vector<OutputSpec>& outputs, const std::string& iidfile,
+                                      const std::string& metadata_file) {
+  OutputFiles files;
+  for (const OutputSpec& output : outputs) {
+    files.outputs.emplace_back();
+    if (output.kind == OutputSpec::Kind::image) continue;
+    if (output.kind == OutputSpec::Kind::local) {
+      if (auto checked = check_local_dest(output.dest); !checked) return checked.error();
+      continue;
+    }
+    auto file = OutputFile::create(output.dest);
+    if (!file) return file.error();
+    files.outputs.back().emplace(std::move(file).value());
+  }
+  for (auto [path, file] : {std::pair{&iidfile, &files.iidfile}, std::pair{&metadata_file, &files.metadata_file}}) {
+    if (path->empty()) continue;
+    auto opened = OutputFile::create(*path);
+    if (!opened) return opened.error();
+    file->emplace(std::move(opened).value());
+  }
+  return files;
 }
 
 // What the outputs need of the finished build.
@@ -795,7 +825,7 @@ struct Exporter {
 
   // An oci or docker archive of the image under `names` (a temporary name when there is
   // none: save_archive writes what refs point at).
-  Result<void> save(const OutputSpec& output, const std::vector<oci::Reference>& names) {
+  Result<void> save(const OutputSpec& output, const std::vector<oci::Reference>& names, OutputFile& file) {
     std::vector<oci::Reference> refs = names;
     std::optional<std::string> temporary;
     if (refs.empty()) {
@@ -807,27 +837,24 @@ struct Exporter {
     for (const oci::Reference& ref : refs) {
       if (auto r = store.set_ref(ref.str(), result.manifest_digest); !r) return r;
     }
-    const fs::path file = output.dest == "-" ? scratch.dir() / "output.tar" : fs::path(output.dest);
     auto saved = push::save_archive(store, refs, output.kind == OutputSpec::Kind::oci ? push::ArchiveFormat::oci
                                                                                        : push::ArchiveFormat::docker,
                                     file);
     if (temporary) (void)store.delete_ref(*temporary);
-    if (!saved) return saved;
-    if (output.dest == "-") return copy_to_stdout(file);
-    return {};
+    return saved;
   }
 
-  Result<void> rootfs_tar(const OutputSpec& output) {
+  // The tar carries the image's devices and setuid files as entries: whoever extracts it
+  // decides what to recreate, as with an oci archive.
+  Result<void> rootfs_tar(OutputFile& file) {
     auto dir = scratch.subdir("rootfs");
     if (!dir) return dir.error();
-    if (auto r = export_rootfs(result.snapshots, *dir); !r) return r;
-    const fs::path file = output.dest == "-" ? scratch.dir() / "rootfs.tar" : fs::path(output.dest);
-    if (auto r = write_tree_tar(*dir, file); !r) return r;
-    if (output.dest == "-") return copy_to_stdout(file);
-    return {};
+    if (auto r = export_rootfs(result.snapshots, *dir, sandbox::Privileges::keep); !r) return r;
+    return write_tree_tar(*dir, file);
   }
 
-  Result<void> run(const OutputSpec& output) {
+  // Runs one output; `file` is its open destination (oci, docker, tar), null for the others.
+  Result<void> run(const OutputSpec& output, OutputFile* file) {
     switch (output.kind) {
       case OutputSpec::Kind::image: {
         const executor::VertexId vertex = progress.start("exporting to image");
@@ -842,19 +869,20 @@ struct Exporter {
         const executor::VertexId vertex = progress.start(
             std::string("exporting to ") + (output.kind == OutputSpec::Kind::oci ? "oci" : "docker") + " image format");
         auto names = names_of(output);
-        Result<void> done = names ? save(output, *names) : Result<void>(names.error());
+        Result<void> done = names ? save(output, *names, *file) : Result<void>(names.error());
         if (done) progress.log(vertex, "sending tarball " + output.dest + " done\n");
         return finish(vertex, done);
       }
       case OutputSpec::Kind::local: {
         const executor::VertexId vertex = progress.start("exporting to client directory");
-        Result<void> done = export_rootfs(result.snapshots, output.dest);
+        // The host is not the image's sandbox: no device nodes, no setuid/setgid files on it.
+        Result<void> done = export_rootfs(result.snapshots, output.dest, sandbox::Privileges::drop);
         if (done) progress.log(vertex, "copying files to " + output.dest + " done\n");
         return finish(vertex, done);
       }
       case OutputSpec::Kind::tar: {
         const executor::VertexId vertex = progress.start("exporting to client tarball");
-        return finish(vertex, rootfs_tar(output));
+        return finish(vertex, rootfs_tar(*file));
       }
     }
     return {};
@@ -984,6 +1012,8 @@ int build_failed(executor::Progress& progress, const std::string& message) {
 int run_build(const GlobalOptions& global, const BuildArgs& args) {
   auto flags = check_flags(args);
   if (!flags) return fail(flags.error().message);
+  auto files = open_output_files(flags->outputs, args.iidfile, args.metadata_file);
+  if (!files) return fail(files.error().message);
   auto store = open_store(global);
   if (!store) return fail(store.error().message);
   auto scratch = ScratchSpace::make(*store);
@@ -1082,8 +1112,11 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
 
   Exporter exporter{*store, progress, *result, *scratch, flags->tags, {}, std::nullopt};
   exporter.push_options.registry.insecure_registries = args.insecure_registries;
-  for (const OutputSpec& output : flags->outputs) {
-    if (auto exported = exporter.run(output); !exported) return build_failed(progress, exported.error().message);
+  for (std::size_t i = 0; i < flags->outputs.size(); ++i) {
+    std::optional<OutputFile>& file = files->outputs[i];
+    if (auto exported = exporter.run(flags->outputs[i], file ? &*file : nullptr); !exported) {
+      return build_failed(progress, exported.error().message);
+    }
   }
   for (const CacheSpec& spec : flags->cache_to) {
     const executor::VertexId vertex = progress.start("exporting cache to " + spec.ref.str());
@@ -1099,12 +1132,12 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   // buildx: the pushed manifest's digest after a push, else the image (config) ID.
   const std::string image_id =
       exporter.pushed ? exporter.pushed->manifest_digest.str() : result->config_digest.str();
-  if (!args.iidfile.empty()) {
-    if (auto r = write_text_file(args.iidfile, image_id); !r) return fail(r.error().message);
+  if (files->iidfile) {
+    if (auto r = write_and_commit(*files->iidfile, image_id); !r) return fail(r.error().message);
   }
-  if (!args.metadata_file.empty()) {
+  if (files->metadata_file) {
     const json metadata = build_metadata(*result, flags->tags, exporter.pushed);
-    if (auto r = write_text_file(args.metadata_file, metadata.dump(2) + "\n"); !r) return fail(r.error().message);
+    if (auto r = write_and_commit(*files->metadata_file, metadata.dump(2) + "\n"); !r) return fail(r.error().message);
   }
   if (args.quiet) std::printf("%s\n", result->config_digest.str().c_str());
   return 0;

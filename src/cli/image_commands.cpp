@@ -1,5 +1,7 @@
 // The commands that move and show images in the local store: pull, images, tag, rmi,
 // inspect, save, load, prune.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -188,6 +190,11 @@ int run_prune(const GlobalOptions& global, bool build_cache) {
 
 int run_save(const GlobalOptions& global, const std::vector<std::string>& names, const std::string& output,
              const std::string& format) {
+  if (output == "-" && ::isatty(STDOUT_FILENO) == 1) {
+    return fail("cowardly refusing to save to a terminal. Use the -o flag or redirect");  // docker save's words
+  }
+  auto out = OutputFile::create(output);
+  if (!out.ok()) return fail(out.error().message);
   auto store = open_store(global);
   if (!store.ok()) return fail(store.error().message);
   std::vector<oci::Reference> references;
@@ -197,7 +204,7 @@ int run_save(const GlobalOptions& global, const std::vector<std::string>& names,
     references.push_back(std::move(reference).value());
   }
   const auto archive_format = format == "oci" ? push::ArchiveFormat::oci : push::ArchiveFormat::docker;
-  if (auto r = push::save_archive(*store, references, archive_format, output); !r.ok()) return fail(r.error().message);
+  if (auto r = push::save_archive(*store, references, archive_format, *out); !r.ok()) return fail(r.error().message);
   return 0;
 }
 
@@ -256,7 +263,7 @@ std::vector<Command> add_image_commands(CLI::App& app, const GlobalOptions& glob
   auto save_args = std::make_shared<SaveArgs>();
   CLI::App* save = app.add_subcommand("save", "Write images to a tar archive (docker save format, or OCI)");
   save->add_option("references", save_args->names, "Images to save")->required();
-  save->add_option("-o,--output", save_args->output, "The archive to write")->required();
+  save->add_option("-o,--output", save_args->output, "The archive to write (- for stdout)")->required();
   save->add_option("--format", save_args->format, "docker (default) or oci")
       ->check(CLI::IsMember({"docker", "oci"}));
   commands.push_back(

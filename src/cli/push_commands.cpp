@@ -15,6 +15,7 @@
 #include "cache/store.h"
 #include "cli/commands.h"
 #include "cli/stored_images.h"
+#include "common/output_file.h"
 #include "oci/media_types.h"
 #include "oci/reference.h"
 #include "push/auth.h"
@@ -175,7 +176,7 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
 
   if (!args.iidfile.empty()) {
     // As buildx with a push: the digest of the pushed manifest.
-    if (auto written = write_text_file(args.iidfile, pushed->manifest_digest.str()); !written.ok()) {
+    if (auto written = replace_file(args.iidfile, pushed->manifest_digest.str()); !written.ok()) {
       return fail(written.error().message);
     }
   }
@@ -189,7 +190,7 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
         {"containerimage.digest", pushed->manifest_digest.str()},
         {"image.name", names},
     };
-    if (auto written = write_text_file(args.metadata_file, metadata.dump(2) + "\n"); !written.ok()) {
+    if (auto written = replace_file(args.metadata_file, metadata.dump(2) + "\n"); !written.ok()) {
       return fail(written.error().message);
     }
   }

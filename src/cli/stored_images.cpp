@@ -1,7 +1,5 @@
 #include "cli/stored_images.h"
 
-#include <fstream>
-
 #include <cstdio>
 #include <filesystem>
 
@@ -76,14 +74,6 @@ std::string human_size(std::uint64_t bytes) {
   char text[32];
   std::snprintf(text, sizeof text, unit == 0 ? "%.0f%s" : "%.3g%s", value, units[unit]);
   return text;
-}
-
-Result<void> write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return Error{"cannot write " + path};
-  return {};
 }
 
 }  // namespace kiln::cli

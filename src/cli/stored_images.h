@@ -46,10 +46,6 @@ Result<std::optional<Digest>> stored_manifest(cache::Store& store, const oci::Re
 /// stored_manifest), or `no such image: <text>`.
 Result<std::pair<oci::Reference, StoredImage>> find_image(cache::Store& store, std::string_view text);
 
-/// Writes `text` to `path` (created or truncated): --iidfile, --metadata-file. Errors name
-/// the file.
-Result<void> write_text_file(const std::string& path, const std::string& text);
-
 /// Sizes as Docker prints them: "583B", "12.3kB", "45.6MB", "1.2GB" (powers of 1000).
 std::string human_size(std::uint64_t bytes);
 

@@ -92,12 +92,15 @@ Result<FileDigest> hash_file(const fs::path& path) {
 // 0:0, mtime 0.
 class TarWriter {
  public:
-  static Result<TarWriter> open(const fs::path& path) {
+  // Writes to `fd` (not closed); `name` names it in errors.
+  static Result<TarWriter> open(int fd, const std::string& name) {
     TarWriter writer;
     writer.archive_.reset(archive_write_new());
     archive_write_set_format_pax_restricted(writer.archive_.get());
-    if (archive_write_open_filename(writer.archive_.get(), path.c_str()) != ARCHIVE_OK) {
-      return archive_error("write " + path.string(), writer.archive_.get());
+    // libarchive pads the last block when the fd is a pipe or stdout: the same bytes everywhere.
+    archive_write_set_bytes_in_last_block(writer.archive_.get(), 1);
+    if (archive_write_open_fd(writer.archive_.get(), fd) != ARCHIVE_OK) {
+      return archive_error("write " + name, writer.archive_.get());
     }
     return writer;
   }
@@ -483,7 +486,7 @@ Result<std::vector<std::string>> load_oci(cache::Store& store, const ArchiveFile
 }  // namespace
 
 Result<void> save_archive(cache::Store& store, const std::vector<oci::Reference>& references, ArchiveFormat format,
-                          const fs::path& out) {
+                          OutputFile& out) {
   std::vector<StoredImage> images;
   for (const oci::Reference& reference : references) {
     auto image = read_image(store, reference);
@@ -492,20 +495,13 @@ Result<void> save_archive(cache::Store& store, const std::vector<oci::Reference>
   }
   auto scratch = TempDir::create();
   if (!scratch.ok()) return scratch.error();
-  const fs::path partial = out.string() + ".partial";
-  auto tar = TarWriter::open(partial);
+  auto tar = TarWriter::open(out.fd(), out.dest());
   if (!tar.ok()) return tar.error();
   auto written = format == ArchiveFormat::docker ? write_docker(store, images, *tar, scratch->path())
                                                  : write_oci(store, images, *tar);
   if (written.ok()) written = tar->close();
-  std::error_code ec;
-  if (!written.ok()) {
-    fs::remove(partial, ec);
-    return written.error();
-  }
-  fs::rename(partial, out, ec);
-  if (ec) return Error{"rename " + partial.string() + ": " + ec.message()};
-  return {};
+  if (!written.ok()) return written.error();
+  return out.commit();
 }
 
 Result<std::vector<std::string>> load_archive(cache::Store& store, const fs::path& in) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cache/store.h"
+#include "common/output_file.h"
 #include "common/result.h"
 #include "oci/reference.h"
 
@@ -25,13 +26,13 @@ namespace kiln::push {
 
 enum class ArchiveFormat { docker, oci };
 
-/// Writes the images that the store refs `references` point at to `out` (created or
-/// replaced; written to a temporary name and renamed, so a failed save leaves no half
-/// archive). Each reference must name a stored image manifest (not an index).
+/// Writes the images that the store refs `references` point at to `out` and commits it
+/// (see common/output_file.h: a failed save leaves no half archive and the destination
+/// untouched). Each reference must name a stored image manifest (not an index).
 /// Errors: no such image; a blob missing from the store; I/O, naming the path.
 /// Thread-safe as far as `store` is.
 Result<void> save_archive(cache::Store& store, const std::vector<oci::Reference>& references, ArchiveFormat format,
-                          const std::filesystem::path& out);
+                          OutputFile& out);
 
 /// Reads a docker or OCI archive (told apart by manifest.json / index.json; the archive
 /// itself may be gzip- or zstd-compressed), stores every blob after verifying it, links

@@ -91,10 +91,16 @@ bool is_opaque(int dir_fd, const std::vector<std::string>& names) {
   return xattr_is_y(dir_fd, "trusted.overlay.opaque") || xattr_is_y(dir_fd, "user.overlay.opaque");
 }
 
+// The permission bits to give a copy: a host tree gets no setuid/setgid, which an image
+// could use to hand whoever runs its files the file owner's (often root's) rights.
+mode_t permission_bits(mode_t mode, Privileges privileges) {
+  return mode & (privileges == Privileges::drop ? 01777 : 07777);
+}
+
 // Copies the extended attributes of one file or directory, except overlay's own. Those the
 // destination refuses (trusted.* in a user namespace, a filesystem without xattrs) are
 // skipped with a warning, as layer extraction does.
-Result<void> copy_xattrs(int from_fd, int to_fd, const std::string& path) {
+Result<void> copy_xattrs(int from_fd, int to_fd, const std::string& path, Privileges privileges) {
   ssize_t size = ::flistxattr(from_fd, nullptr, 0);
   if (size < 0) {
     if (errno == ENOTSUP) return {};
@@ -109,6 +115,7 @@ Result<void> copy_xattrs(int from_fd, int to_fd, const std::string& path) {
     const std::string name = names.c_str() + at;
     at += name.size() + 1;
     if (name.empty() || is_overlay_xattr(name)) continue;
+    if (privileges == Privileges::drop && name == "security.capability") continue;
     ssize_t length = ::fgetxattr(from_fd, name.c_str(), nullptr, 0);
     if (length < 0) return sys_error("getxattr " + name, path);
     value.resize(static_cast<std::size_t>(length));
@@ -149,10 +156,11 @@ Result<void> copy_contents(int from, int to, const std::string& path) {
 // Owner, then mode (chown clears setuid/setgid), then xattrs (chown clears
 // security.capability), then times (everything before changes ctime, not mtime, but the
 // content was written before and directories' contents were filled before).
-Result<void> copy_metadata(int from_fd, int to_fd, const struct stat& st, const std::string& path) {
+Result<void> copy_metadata(int from_fd, int to_fd, const struct stat& st, const std::string& path,
+                           Privileges privileges) {
   if (::fchown(to_fd, st.st_uid, st.st_gid) != 0) return sys_error("chown", path);
-  if (::fchmod(to_fd, st.st_mode & 07777) != 0) return sys_error("chmod", path);
-  if (auto copied = copy_xattrs(from_fd, to_fd, path); !copied) return copied;
+  if (::fchmod(to_fd, permission_bits(st.st_mode, privileges)) != 0) return sys_error("chmod", path);
+  if (auto copied = copy_xattrs(from_fd, to_fd, path, privileges); !copied) return copied;
   const timespec times[2] = {st.st_atim, st.st_mtim};
   if (::futimens(to_fd, times) != 0) return sys_error("utimens", path);
   return {};
@@ -162,13 +170,14 @@ Result<void> copy_metadata(int from_fd, int to_fd, const struct stat& st, const 
 // far from the layers below it.
 class LayerCopier {
  public:
-  LayerCopier(int dest_root_fd, std::string layer_name) : dest_root_(dest_root_fd), layer_(std::move(layer_name)) {}
+  LayerCopier(int dest_root_fd, std::string layer_name, Privileges privileges)
+      : dest_root_(dest_root_fd), layer_(std::move(layer_name)), privileges_(privileges) {}
 
   Result<void> copy(int layer_root_fd) {
     struct stat st;
     if (::fstat(layer_root_fd, &st) != 0) return sys_error("stat", layer_);
     if (auto copied = copy_directory(layer_root_fd, dest_root_, ""); !copied) return copied;
-    return copy_metadata(layer_root_fd, dest_root_, st, layer_);
+    return copy_metadata(layer_root_fd, dest_root_, st, layer_, privileges_);
   }
 
  private:
@@ -220,7 +229,7 @@ class LayerCopier {
     auto to = open_directory(to_dir, name, path);
     if (!to) return to.error();
     if (auto copied = copy_directory(from->get(), to->get(), path); !copied) return copied;
-    return copy_metadata(from->get(), to->get(), st, path);  // last: filling it changed its mtime
+    return copy_metadata(from->get(), to->get(), st, path, privileges_);  // last: filling it changed its mtime
   }
 
   Result<void> copy_file(int from_dir, int to_dir, const std::string& name, const std::string& path,
@@ -234,7 +243,7 @@ class LayerCopier {
     UniqueFd to(::openat(to_dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!to) return sys_error("create", path);
     if (auto copied = copy_contents(from.get(), to.get(), path); !copied) return copied;
-    return copy_metadata(from.get(), to.get(), st, path);
+    return copy_metadata(from.get(), to.get(), st, path, privileges_);
   }
 
   // Another name of a file this layer already copied (at `first`, in the destination).
@@ -265,6 +274,12 @@ class LayerCopier {
   // have it either.
   Result<void> copy_node(int to_dir, const std::string& name, const std::string& path, const struct stat& st) {
     const mode_t type = st.st_mode & S_IFMT;
+    if (privileges_ == Privileges::drop && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))) {
+      // A device node on the host opens the device itself (a disk, /dev/mem) to whoever its
+      // mode lets in, whatever the image meant it for.
+      spdlog::warn("{}: device node {}:{} not exported", path, major(st.st_rdev), minor(st.st_rdev));
+      return {};
+    }
     if (::mknodat(to_dir, name.c_str(), type | 0600, st.st_rdev) != 0) {
       if (errno == EPERM && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))) {
         spdlog::warn("{}: device node {}:{} not copied: {}", path, major(st.st_rdev), minor(st.st_rdev),
@@ -276,7 +291,8 @@ class LayerCopier {
     if (::fchownat(to_dir, name.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0)
       return sys_error("chown", path);
     // The node was just made by mknodat, so it is not a symlink for fchmodat to follow.
-    if (::fchmodat(to_dir, name.c_str(), st.st_mode & 07777, 0) != 0) return sys_error("chmod", path);
+    if (::fchmodat(to_dir, name.c_str(), permission_bits(st.st_mode, privileges_), 0) != 0)
+      return sys_error("chmod", path);
     const timespec times[2] = {st.st_atim, st.st_mtim};
     if (::utimensat(to_dir, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) return sys_error("utimens", path);
     return {};
@@ -300,6 +316,7 @@ class LayerCopier {
 
   const int dest_root_;
   const std::string layer_;  // the layer directory, for errors
+  const Privileges privileges_;
   // Files of this layer with several names: the destination path of the first name copied.
   std::map<std::pair<dev_t, ino_t>, std::string> first_links_;
 };
@@ -397,14 +414,14 @@ std::vector<fs::path> distinct_lower_dirs(const std::vector<fs::path>& lower_dir
   return distinct;
 }
 
-Result<void> copy_layers(const std::vector<fs::path>& lower_dirs, const fs::path& dest) {
+Result<void> copy_layers(const std::vector<fs::path>& lower_dirs, const fs::path& dest, Privileges privileges) {
   UniqueFd dest_fd(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dest_fd) return sys_error("open", dest.string());
   const std::vector<fs::path> layers = distinct_lower_dirs(lower_dirs);
   for (auto layer = layers.rbegin(); layer != layers.rend(); ++layer) {
     UniqueFd layer_fd(::open(layer->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!layer_fd) return sys_error("open", layer->string());
-    LayerCopier copier(dest_fd.get(), layer->string());
+    LayerCopier copier(dest_fd.get(), layer->string(), privileges);
     if (auto copied = copier.copy(layer_fd.get()); !copied) return copied;
   }
   return {};

@@ -15,6 +15,13 @@
 
 namespace kiln::sandbox {
 
+/// What copy_layers carries over of the privileges a tree grants whoever can reach it.
+enum class Privileges {
+  keep,  // a container's root filesystem: everything the layers hold
+  drop,  // a tree handed to the host (`-o type=local`): no device nodes (skipped with a warning
+         // naming each), no setuid/setgid bits, no file capabilities (security.capability)
+};
+
 /// Applies the snapshot directories `lower_dirs` (top-most first, as for overlayfs) onto the
 /// empty directory `dest`, bottom layer first: files, directories, symlinks, hardlinks
 /// within a layer, devices, fifos, sockets, with modes, owners, times and xattrs (except
@@ -28,7 +35,8 @@ namespace kiln::sandbox {
 /// entry a lower layer left (it is replaced). Device nodes the process may not create
 /// (rootless: no CAP_MKNOD in the initial user namespace) are skipped with a warning.
 /// Errors name the path and the failing call; `dest` then holds part of the result.
-/// Thread-safe for distinct destinations.
-Result<void> copy_layers(const std::vector<std::filesystem::path>& lower_dirs, const std::filesystem::path& dest);
+/// `privileges` as above. Thread-safe for distinct destinations.
+Result<void> copy_layers(const std::vector<std::filesystem::path>& lower_dirs, const std::filesystem::path& dest,
+                         Privileges privileges = Privileges::keep);
 
 }  // namespace kiln::sandbox
