@@ -58,28 +58,6 @@ SplitOutcome build(const fs::path& store, const std::string& args, const std::st
   return kiln_split(store, "build --progress plain " + args, env);
 }
 
-// The plain progress's verdict on the step whose header contains `step` (e.g. "RUN mkdir"):
-// "CACHED", "DONE" or "ERROR", or "" when no such step was shown.
-std::string step_outcome(const std::string& progress, const std::string& step) {
-  std::istringstream in(progress);
-  std::string number;
-  for (std::string line; std::getline(in, line);) {
-    if (number.empty()) {
-      const auto bracket = line.find("] ");
-      if (line.rfind("#", 0) == 0 && bracket != std::string::npos && line.compare(bracket + 2, step.size(), step) == 0) {
-        number = line.substr(0, line.find(' ')) + " ";
-      }
-      continue;
-    }
-    if (line.rfind(number, 0) != 0) continue;
-    const std::string rest = line.substr(number.size());
-    if (rest == "CACHED") return "CACHED";
-    if (rest.rfind("DONE", 0) == 0) return "DONE";
-    if (rest.rfind("ERROR", 0) == 0) return "ERROR";
-  }
-  return "";
-}
-
 // One entry of a layer tar as `tar -tv --numeric-owner` shows it, without size and time:
 // "drwxr-xr-x 1234/1234 x/" (a symlink's or hardlink's target stays in the name).
 using LayerListing = std::vector<std::string>;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <mutex>
+#include <sstream>
 
 namespace kiln::e2e {
 
@@ -252,6 +253,26 @@ void reconfigure_image(const std::string& source, const std::string& destination
   must_run("skopeo copy --quiet --src-tls-verify=false " + source + " oci:" + layout + ":img");
   must_run("umoci config --image " + layout + ":img " + umoci_config_args);
   must_run("skopeo copy --quiet --dest-tls-verify=false oci:" + layout + ":img " + destination);
+}
+
+std::string step_outcome(const std::string& progress, const std::string& step) {
+  std::istringstream in(progress);
+  std::string number;  // "#N " of the step, once its header was seen
+  for (std::string line; std::getline(in, line);) {
+    if (number.empty()) {
+      const auto bracket = line.find("] ");
+      if (line.rfind("#", 0) == 0 && bracket != std::string::npos && line.compare(bracket + 2, step.size(), step) == 0) {
+        number = line.substr(0, line.find(' ')) + " ";
+      }
+      continue;
+    }
+    if (line.rfind(number, 0) != 0) continue;
+    const std::string rest = line.substr(number.size());
+    for (const char* verdict : {"CACHED", "DONE", "ERROR"}) {
+      if (rest.rfind(verdict, 0) == 0) return verdict;
+    }
+  }
+  return "";
 }
 
 }  // namespace kiln::e2e

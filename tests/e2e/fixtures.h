@@ -132,6 +132,10 @@ std::string with_base(std::string text, const std::string& base);
 /// command runs with no Docker credentials.
 testing::CommandOutcome kiln(const fs::path& root, const std::string& args, const std::string& env = "");
 
+/// The plain progress's verdict on the step whose header starts with `step` (e.g. "RUN mkdir"):
+/// "CACHED", "DONE" or "ERROR", or "" when no such step was shown.
+std::string step_outcome(const std::string& progress, const std::string& step);
+
 }  // namespace kiln::e2e
 
 namespace kiln::e2e {

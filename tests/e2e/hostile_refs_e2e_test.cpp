@@ -94,28 +94,6 @@ fs::path renamed_archive(const fs::path& store, const std::string& image, const 
   return renamed;
 }
 
-// The plain progress's verdict ("CACHED", "DONE", "ERROR"; "" if not shown) on the step
-// whose header starts with `step`, as build_robustness_test.cpp reads it.
-std::string step_outcome(const std::string& progress, const std::string& step) {
-  std::istringstream in(progress);
-  std::string number;
-  for (std::string line; std::getline(in, line);) {
-    const auto bracket = line.find("] ");
-    if (number.empty()) {
-      if (line.rfind("#", 0) == 0 && bracket != std::string::npos && line.compare(bracket + 2, step.size(), step) == 0) {
-        number = line.substr(0, line.find(' ')) + " ";
-      }
-      continue;
-    }
-    if (line.rfind(number, 0) != 0) continue;
-    const std::string rest = line.substr(number.size());
-    for (const char* verdict : {"CACHED", "DONE", "ERROR"}) {
-      if (rest.rfind(verdict, 0) == 0) return verdict;
-    }
-  }
-  return "";
-}
-
 TEST(HostileRefsE2E, ADigestIsNeverANameAndAPinnedBaseIsThatContent) {
   ScratchDir store;
   Canary canary;
