@@ -2,6 +2,8 @@
 // to run them; main() runs the one the user chose, after parsing.
 #pragma once
 
+#include "common/byte_escape.h"
+
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -22,9 +24,11 @@ struct Command {
   bool private_mounts = false;
 };
 
-/// Prints `kiln: error: <message>` on stderr; returns the exit status for a failure.
+/// Prints `kiln: error: <message>` on stderr, the message abbreviated when it is longer
+/// than a screen could use (it may quote a whole RUN command or index); returns the exit
+/// status for a failure.
 inline int fail(const std::string& message) {
-  std::fprintf(stderr, "kiln: error: %s\n", message.c_str());
+  std::fprintf(stderr, "kiln: error: %s\n", abbreviate_for_display(message).c_str());
   return 1;
 }
 

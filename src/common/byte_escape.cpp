@@ -11,7 +11,22 @@ int hex_value(char c) {
   return -1;
 }
 
+bool is_continuation_byte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
+
 }  // namespace
+
+std::string abbreviate_for_display(std::string_view text) {
+  if (text.size() <= kMaxDisplayBytes) return std::string(text);
+  constexpr std::size_t kHead = 384;
+  constexpr std::size_t kTail = 96;
+  std::size_t head = kHead;
+  while (head > 0 && is_continuation_byte(text[head])) --head;
+  std::size_t tail_start = text.size() - kTail;
+  while (tail_start < text.size() && is_continuation_byte(text[tail_start])) ++tail_start;
+  const std::size_t left_out = tail_start - head;
+  return std::string(text.substr(0, head)) + "...[" + std::to_string(left_out) + " bytes left out]..." +
+         std::string(text.substr(tail_start));
+}
 
 std::string escape_bytes(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789ABCDEF";

@@ -18,4 +18,14 @@ std::string escape_bytes(std::string_view bytes);
 /// hex digits (text escape_bytes() did not write). Pure.
 std::optional<std::string> unescape_bytes(std::string_view text);
 
+/// Longest text abbreviate_for_display() leaves whole.
+inline constexpr std::size_t kMaxDisplayBytes = 512;
+
+/// `text` for a progress line or an error message: unchanged when at most
+/// kMaxDisplayBytes long, else its first few hundred bytes, a note of how many bytes were
+/// left out, and its last bytes (where an error ends with the exit code). Cuts fall on
+/// UTF-8 character boundaries. A hostile Dockerfile or index can make names and messages
+/// megabytes long; every place that echoes one would multiply it. Pure.
+std::string abbreviate_for_display(std::string_view text);
+
 }  // namespace kiln

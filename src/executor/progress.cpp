@@ -1,5 +1,7 @@
 #include "executor/progress.h"
 
+#include "common/byte_escape.h"
+
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/byte_escape.h"
 #include "common/digest.h"
 #include "common/fd.h"
 
@@ -387,7 +390,7 @@ struct Progress::State {
     flush_partial_line(*vertex, out);
     vertex->outcome = outcome;
     vertex->completed = now;
-    vertex->error = std::move(message);
+    vertex->error = abbreviate_for_display(message);
     if (mode == ProgressMode::plain) {
       plain_switch_to(*vertex, out);
       const std::string number = "#" + std::to_string(vertex->id) + " ";
@@ -435,7 +438,9 @@ VertexId Progress::start(std::string name, std::string digest) {
     input += name;
     digest = Digest::sha256_of(input).str();
   }
-  vertex.name = std::move(name);
+  // Abbreviated once here: the header, the timer row, the JSON and the failure report all
+  // echo the name (a RUN step's is its whole command).
+  vertex.name = abbreviate_for_display(name);
   vertex.digest = std::move(digest);
   vertex.started = now;
   state.vertices.push_back(std::move(vertex));

@@ -32,5 +32,31 @@ TEST(ByteEscape, UnescapeRefusesWhatEscapeNeverWrites) {
   EXPECT_EQ(unescape_bytes("a%41"), "aA");
 }
 
+TEST(AbbreviateForDisplay, ShortTextStaysWhole) {
+  const std::string text(kMaxDisplayBytes, 'a');
+  EXPECT_EQ(abbreviate_for_display(text), text);
+}
+
+TEST(AbbreviateForDisplay, LongTextKeepsHeadAndTailAndCountsTheRest) {
+  const std::string text = "Dockerfile:2 " + std::string(1'000'000, 'x') + " exit code: 1";
+  const std::string shown = abbreviate_for_display(text);
+  EXPECT_LT(shown.size(), 600u);
+  EXPECT_EQ(shown.rfind("Dockerfile:2 ", 0), 0u);
+  EXPECT_NE(shown.find(" bytes left out]"), std::string::npos);
+  EXPECT_TRUE(shown.ends_with(" exit code: 1"));
+  const std::string count = shown.substr(shown.find("...[") + 4);
+  EXPECT_EQ(std::stoul(count) + 384 + 96, text.size());
+}
+
+TEST(AbbreviateForDisplay, CutsBetweenUtf8Characters) {
+  std::string text;
+  while (text.size() < 2000) text += "\xc3\xa9";  // é
+  const std::string shown = abbreviate_for_display(text);
+  const std::string head = shown.substr(0, shown.find("...["));
+  const std::string tail = shown.substr(shown.find("]...") + 4);
+  EXPECT_EQ(head.size() % 2, 0u);
+  EXPECT_EQ(tail.size() % 2, 0u);
+}
+
 }  // namespace
 }  // namespace kiln
