@@ -490,9 +490,7 @@ class Selector {
     note_hardlink(self, st);
     match.entries.push_back(std::move(self));
     if (directory) {
-      UniqueFd dir(::openat(fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      if (!dir) return sys_error("open", (context_.dir() / *root).string());
-      auto walked = walk(dir.get(), *root, "", match.entries);
+      auto walked = walk(fd.get(), *root, match.entries);
       if (!walked) return walked.error();
       // An ignored directory counts only as the parent of what it holds.
       if (!*walked && (ignored(name) || ignored(*root))) return std::optional<SourceMatch>();
@@ -513,53 +511,120 @@ class Selector {
     return real->substr(prefix.size());
   }
 
-  // Appends the selected entries below `dir_fd` (context path `dir`, `relative` to the
-  // match root). True if anything was appended.
-  Result<bool> walk(int dir_fd, const std::string& dir, const std::string& relative, std::vector<ContextEntry>& out) {
-    auto names = list_directory(dir_fd, (context_.dir() / dir).string());
+  // One directory being listed by walk(): its sorted names and how far the walk got.
+  struct WalkFrame {
+    UniqueFd fd;                     // closed while a child is walked (reopened via "..")
+    dev_t dev = 0;                   // identity, to check the reopened ".." is this directory
+    ino_t ino = 0;
+    std::string dir;                 // context path
+    std::string relative;            // path below the match root
+    std::vector<std::string> names;  // sorted
+    std::size_t next = 0;            // index in `names` of the next entry to look at
+    std::size_t position = 0;        // size of `out` before this directory's own entry
+    bool left_out = false;           // ignored or excluded: kept only as a parent
+    bool appended = false;           // anything below was appended
+  };
+
+  Result<WalkFrame> open_frame(UniqueFd fd, std::string dir, std::string relative) {
+    WalkFrame frame;
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return sys_error("fstat", (context_.dir() / dir).string());
+    auto names = list_directory(fd.get(), (context_.dir() / dir).string());
     if (!names) return names.error();
     std::sort(names->begin(), names->end());
-    bool appended = false;
-    for (const auto& name : *names) {
-      const std::string path = join(dir, name);
-      const std::string below = join(relative, name);
-      struct stat st {};
-      if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        return sys_error("lstat", (context_.dir() / path).string());
-      }
-      const bool directory = S_ISDIR(st.st_mode);
-      const bool left_out_by_ignore = ignored(path);
-      const bool left_out_by_exclude = options_.exclude && options_.exclude->excluded(below);
-      if (!directory) {
-        if (left_out_by_ignore || left_out_by_exclude) continue;
-        ContextEntry entry = entry_from(path, st);
-        if (entry.type == EntryType::symlink) {
-          auto target = read_link_at(dir_fd, name.c_str(), (context_.dir() / path).string());
-          if (!target) return target.error();
-          entry.link_target = std::move(*target);
-        }
-        note_hardlink(entry, st);
-        out.push_back(std::move(entry));
-        appended = true;
-        continue;
-      }
-      const bool may_descend = (!left_out_by_ignore || options_.ignore->may_include_below(path)) &&
-                               (!left_out_by_exclude || options_.exclude->may_include_below(below));
-      if (!may_descend) continue;
-      const std::size_t position = out.size();
-      out.push_back(entry_from(path, st));
-      UniqueFd child(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!child) return sys_error("open", (context_.dir() / path).string());
-      auto walked = walk(child.get(), path, below, out);
-      if (!walked) return walked.error();
-      // A left-out directory is only kept as the parent of re-included paths.
-      if (!*walked && (left_out_by_ignore || left_out_by_exclude)) {
-        out.resize(position);
-        continue;
-      }
-      appended = true;
+    frame.fd = std::move(fd);
+    frame.dev = st.st_dev;
+    frame.ino = st.st_ino;
+    frame.dir = std::move(dir);
+    frame.relative = std::move(relative);
+    frame.names = std::move(*names);
+    return frame;
+  }
+
+  // Reopens `parent` from its child's fd. Only the innermost directory stays open, so a
+  // tree deeper than the fd limit is walked; the identity check catches a directory
+  // moved meanwhile.
+  Result<void> reopen_parent(WalkFrame& parent, int child_fd) {
+    UniqueFd fd(::openat(child_fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) return sys_error("open", (context_.dir() / parent.dir).string());
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return sys_error("fstat", (context_.dir() / parent.dir).string());
+    if (st.st_dev != parent.dev || st.st_ino != parent.ino) {
+      return Error{"build context changed while it was read: " + (context_.dir() / parent.dir).string()};
     }
-    return appended;
+    parent.fd = std::move(fd);
+    return {};
+  }
+
+  // Appends the selected entries below `dir_fd` (context path `dir`) in depth-first
+  // order. True if anything was appended. Iterative, with an explicit stack: a context
+  // can be deeper than the thread's stack allows recursion.
+  Result<bool> walk(int dir_fd, const std::string& dir, std::vector<ContextEntry>& out) {
+    UniqueFd root(::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root) return sys_error("open", (context_.dir() / dir).string());
+    auto first = open_frame(std::move(root), dir, "");
+    if (!first) return first.error();
+    std::vector<WalkFrame> stack;
+    stack.push_back(std::move(*first));
+    for (;;) {
+      WalkFrame& frame = stack.back();
+      if (frame.next == frame.names.size()) {
+        WalkFrame done = std::move(stack.back());
+        stack.pop_back();
+        if (stack.empty()) return done.appended;
+        if (auto reopened = reopen_parent(stack.back(), done.fd.get()); !reopened) return reopened.error();
+        // A left-out directory is only kept as the parent of re-included paths.
+        if (!done.appended && done.left_out) {
+          out.resize(done.position);
+        } else {
+          stack.back().appended = true;
+        }
+        continue;
+      }
+      auto child = visit(frame, frame.names[frame.next++], out);
+      if (!child) return child.error();
+      if (*child) {
+        frame.fd.reset();
+        stack.push_back(std::move(**child));
+      }
+    }
+  }
+
+  // Appends `name` of `frame` to `out` if selected; a directory to descend into comes
+  // back as its frame (its own entry already appended).
+  Result<std::optional<WalkFrame>> visit(WalkFrame& frame, const std::string& name, std::vector<ContextEntry>& out) {
+    const std::string path = join(frame.dir, name);
+    const std::string below = join(frame.relative, name);
+    struct stat st {};
+    if (::fstatat(frame.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      return sys_error("lstat", (context_.dir() / path).string());
+    }
+    const bool left_out_by_ignore = ignored(path);
+    const bool left_out_by_exclude = options_.exclude && options_.exclude->excluded(below);
+    if (!S_ISDIR(st.st_mode)) {
+      if (left_out_by_ignore || left_out_by_exclude) return std::optional<WalkFrame>();
+      ContextEntry entry = entry_from(path, st);
+      if (entry.type == EntryType::symlink) {
+        auto target = read_link_at(frame.fd.get(), name.c_str(), (context_.dir() / path).string());
+        if (!target) return target.error();
+        entry.link_target = std::move(*target);
+      }
+      note_hardlink(entry, st);
+      out.push_back(std::move(entry));
+      frame.appended = true;
+      return std::optional<WalkFrame>();
+    }
+    const bool may_descend = (!left_out_by_ignore || options_.ignore->may_include_below(path)) &&
+                             (!left_out_by_exclude || options_.exclude->may_include_below(below));
+    if (!may_descend) return std::optional<WalkFrame>();
+    UniqueFd fd(::openat(frame.fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return sys_error("open", (context_.dir() / path).string());
+    auto child = open_frame(std::move(fd), path, below);
+    if (!child) return child.error();
+    child->position = out.size();
+    child->left_out = left_out_by_ignore || left_out_by_exclude;
+    out.push_back(entry_from(path, st));
+    return std::optional<WalkFrame>(std::move(*child));
   }
 
   void note_hardlink(ContextEntry& entry, const struct stat& st) {
