@@ -9,9 +9,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <map>
 #include <utility>
 
+#include "common/byte_escape.h"
 #include "common/path.h"
 
 namespace kiln::cache {
@@ -431,18 +433,30 @@ class Selector {
     return out;
   }
 
+  // Appends every directory below `dir_fd` (context path `dir`) to `out`, depth-first.
+  // Recursive, bounded by check_path_length(): at most PATH_MAX / 2 levels.
   Result<void> add_subdirectories(int dir_fd, const std::string& dir, std::vector<std::string>& out) {
     auto names = list_directory(dir_fd, (context_.dir() / dir).string());
     if (!names) return names.error();
     std::sort(names->begin(), names->end());
     for (const auto& name : *names) {
       const std::string path = join(dir, name);
+      if (auto fits = check_path_length(path); !fits) return fits;
       UniqueFd child(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!child || ignored_for_good(path, true)) continue;  // not a directory (or a link to one)
       out.push_back(path);
       if (auto walked = add_subdirectories(child.get(), path, out); !walked) return walked;
     }
     return {};
+  }
+
+  // Context paths are opened by name later (hashing, COPY), so one longer than PATH_MAX
+  // cannot be built; refusing it here also bounds the selection's memory, which grows
+  // with the square of a directory chain's depth.
+  Result<void> check_path_length(const std::string& path) const {
+    if (path.size() < PATH_MAX) return {};
+    return Error{"build context path longer than " + std::to_string(PATH_MAX) +
+                 " bytes: " + abbreviate_for_display((context_.dir() / path).string())};
   }
 
   // Sorts `paths` and drops those below another one: the match above copies them.
@@ -595,6 +609,7 @@ class Selector {
   Result<std::optional<WalkFrame>> visit(WalkFrame& frame, const std::string& name, std::vector<ContextEntry>& out) {
     const std::string path = join(frame.dir, name);
     const std::string below = join(frame.relative, name);
+    if (auto fits = check_path_length(path); !fits) return fits.error();
     struct stat st {};
     if (::fstatat(frame.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       return sys_error("lstat", (context_.dir() / path).string());

@@ -644,5 +644,59 @@ TEST(ContextHashSchema, ARehashReplacesTheRowOfAPath) {
   EXPECT_EQ((*store.context_file_digests({"/p"}))[0]->digest, Digest::sha256_of("2"));
 }
 
+
+// A chain of `depth` directories named "d" below `top`, made relative to an fd: its paths
+// exceed PATH_MAX. Only one fd is open at a time.
+void make_directory_chain(const fs::path& top, int depth) {
+  fs::create_directories(top);
+  UniqueFd dir(::open(top.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  for (int i = 0; i < depth; ++i) {
+    ASSERT_EQ(::mkdirat(dir.get(), "d", 0755), 0) << "mkdirat at depth " << i;
+    dir = UniqueFd(::openat(dir.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(dir) << "openat at depth " << i;
+  }
+}
+
+// Removes what make_directory_chain() made (fs::remove_all keeps an fd per level).
+void remove_directory_chain(const fs::path& top) {
+  UniqueFd dir(::open(top.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  int depth = 0;
+  for (UniqueFd child; (child = UniqueFd(::openat(dir.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC)));) {
+    dir = std::move(child);
+    ++depth;
+  }
+  for (; depth > 0; --depth) {
+    dir = UniqueFd(::openat(dir.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_EQ(::unlinkat(dir.get(), "d", AT_REMOVEDIR), 0);
+  }
+}
+
+TEST(DeepContext, A25000DeepChainIsRefusedByNameNotByCrashing) {
+  TempDir tmp;
+  const fs::path ctx = tmp / "ctx";
+  write(tmp / "canary", "untouched");
+  write(ctx / "Dockerfile", "FROM scratch\n");
+  make_directory_chain(ctx / "deep", 25'000);
+  BuildContext context = open_context(ctx);
+  const std::string error = select_error(context, {"."});
+  EXPECT_THAT(error, ::testing::HasSubstr("build context path longer than 4096 bytes: " + ctx.string() + "/deep/d/d"));
+  EXPECT_THAT(error, ::testing::HasSubstr("bytes left out"));
+  EXPECT_LT(error.size(), 1000u);
+  EXPECT_THAT(select_error(context, {"deep/**"}), ::testing::HasSubstr("build context path longer than"));
+  remove_directory_chain(ctx / "deep");
+  EXPECT_EQ(read_file(tmp / "canary"), "untouched");
+}
+
+TEST(DeepContext, AChainWithinPathMaxIsSelectedAndHashed) {
+  TempDir tmp;
+  const fs::path ctx = tmp / "ctx";
+  make_directory_chain(ctx / "deep", 1'500);  // 3,000-byte paths: deeper than a recursive walk was safe for on small stacks
+  BuildContext context = open_context(ctx);
+  const auto matches = select(context, {"."});
+  EXPECT_EQ(paths(matches).size(), 1'502u);  // ".", "deep" and 1,500 "d"
+  EXPECT_EQ(hash_of(context, matches), hash_of(context, select(context, {"."})));
+  remove_directory_chain(ctx / "deep");
+}
+
 }  // namespace
 }  // namespace kiln::cache
