@@ -684,7 +684,7 @@ TEST(DeepContext, A25000DeepChainIsRefusedByNameNotByCrashing) {
   EXPECT_LT(error.size(), 1000u);
   EXPECT_THAT(select_error(context, {"deep/**"}), ::testing::HasSubstr("build context path longer than"));
   remove_directory_chain(ctx / "deep");
-  EXPECT_EQ(read_file(tmp / "canary"), "untouched");
+  EXPECT_EQ(testing::read_file(tmp / "canary"), "untouched");
 }
 
 TEST(DeepContext, AChainWithinPathMaxIsSelectedAndHashed) {

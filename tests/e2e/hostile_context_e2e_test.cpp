@@ -193,5 +193,21 @@ TEST_F(HostileContextTest, ErrorsSayWhatIsWrongWithThePathTheUserGave) {
   expect_store_still_works();
 }
 
+// A failing RUN whose command is about 1 MB (16 continuation lines of 60,000 bytes, each under
+// the parser's line limit) is echoed abbreviated: its header, the failure summary and the final
+// error once cost five copies of the whole command on stderr.
+TEST_F(HostileContextTest, AHugeFailingRunIsEchoedAbbreviatedAndStillNamesItsLine) {
+  std::string dockerfile = "FROM {BASE}\nRUN false ";
+  for (int i = 0; i < 16; ++i) dockerfile += std::string(60000, 'x') + (i < 15 ? " \\\n" : "\n");
+  const fs::path dir = make_context("huge-run", dockerfile);
+  const auto built = build(dir.string());
+  EXPECT_EQ(built.status, 1);
+  EXPECT_LT(built.err.size(), 100u * 1024) << built.err.substr(0, 2000);
+  EXPECT_NE(built.err.find("kiln: error: Dockerfile:2: RUN false xxx"), std::string::npos) << built.err.substr(0, 2000);
+  EXPECT_NE(built.err.find(" bytes left out]..."), std::string::npos);
+  expect_canary_untouched(built);
+  expect_store_still_works();
+}
+
 }  // namespace
 }  // namespace kiln::e2e
