@@ -52,6 +52,12 @@ struct ShellError {
   bool at_end = false;
 };
 
+/// Throws unless a word of `size` bytes is within kMaxExpandedWordBytes.
+void check_word_size(std::size_t size) {
+  if (size > kMaxExpandedWordBytes)
+    throw ShellError{"expanded word larger than " + std::to_string(kMaxExpandedWordBytes) + " bytes", false};
+}
+
 const char* unterminated_reason(char stop) {
   return stop == '/' ? "syntax error: missing '/' in ${}" : "syntax error: missing '}'";
 }
@@ -239,7 +245,10 @@ std::string expand_replacement(std::string_view repl, std::string_view matched) 
       out += '$';  // malformed: the `$` is literal
       continue;
     }
-    if (repl.substr(name_begin, name_end - name_begin) == "0") out.append(matched);
+    if (repl.substr(name_begin, name_end - name_begin) == "0") {
+      out.append(matched);
+      check_word_size(out.size());  // `$0$0...` repeats the match
+    }
     i = braced ? name_end + 1 : name_end;
   }
   out.append(repl.substr(i));
@@ -285,6 +294,8 @@ std::string replace_matches(const std::string& value, const std::string& pattern
     if (!m) break;
     out += bytes(last_end, m->begin);
     if (m->end > last_end || m->begin == 0) out += expand_replacement(repl, bytes(m->begin, m->end));
+    // Checked per match: `${a//?/$b}` multiplies two capped words.
+    check_word_size(out.size());
     last_end = m->end;
     search = m->end == search ? search + 1 : m->end;
   }
@@ -361,6 +372,7 @@ struct State {
 
   void emit(std::string_view s, Emit how) {
     Frame& f = frame();
+    check_word_size(f.text.size() + s.size());  // before growing: the cap bounds memory
     f.text += s;
     if (frames.size() == 1) words.add(s, f.in_double_quotes ? Emit::raw : how);
   }

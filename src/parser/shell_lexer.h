@@ -5,6 +5,7 @@
 // no command substitution, arithmetic or globbing.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <set>
@@ -15,6 +16,13 @@
 #include "common/result.h"
 
 namespace kiln::parser {
+
+/// The largest word one expansion may produce, in bytes (1 MiB). Each `$a`
+/// copies a value, so a few lines like `ENV a=$a$a$a$a` grow a word
+/// exponentially; the cap turns that into an error before memory runs out. It is
+/// 8 times Linux's limit on one argv or environment string (MAX_ARG_STRLEN,
+/// 128 KiB), so no word a RUN could use is refused.
+inline constexpr std::size_t kMaxExpandedWordBytes = std::size_t{1} << 20;
 
 /// Looks up a variable: its value, or nullopt when unset (set-but-empty is "").
 /// Called for every reference, positional and special parameters included; a
@@ -56,6 +64,8 @@ struct ShellExpansion {
 /// * expand_words keeps text that precedes a `${x<op>word}` in the same word
 ///   (`pre${X:-a}` gives {"prea"}; BuildKit's shared word buffer loses "pre").
 /// * More than 200 nested `${...}` levels are an error, to bound stack use.
+/// * A word, or a `${...}` part, that would expand to more than
+///   kMaxExpandedWordBytes is an error, to bound memory use.
 /// * Some error texts are clearer: `${x` at the end of input says
 ///   "missing '}'" instead of "unsupported modifier (\uFFFD)".
 ///
@@ -93,8 +103,9 @@ class ShellLexer {
   /// %q), with BuildKit's reasons: syntax errors (`${}` "bad substitution",
   /// `${x` "missing '}'", unterminated quotes), unsupported modifiers
   /// (`${x:=v}`, `${x:#p}`), invalid patterns (`${x#\q}`), `${x:?msg}` and
-  /// `${x?msg}` ("x: msg", or "x: is not allowed to be empty/unset"), and
-  /// nesting deeper than 200 `${...}` levels.
+  /// `${x?msg}` ("x: msg", or "x: is not allowed to be empty/unset"),
+  /// nesting deeper than 200 `${...}` levels, and a result larger than
+  /// kMaxExpandedWordBytes ("expanded word larger than 1048576 bytes").
   Result<std::string> expand_word(std::string_view word, const EnvLookup& env) const;
 
   /// BuildKit's ProcessWords: expands `word` and splits it into words (see

@@ -58,6 +58,21 @@ void env_set(Env& env, std::string name, std::string value) {
   env.push_back({std::move(name), std::move(value)});
 }
 
+// The most bytes of names and values a stage's environment (or one LABEL's
+// labels) may hold: 16 MiB. Each word is capped by the lexer, but lines of
+// `ENV bN=$a` still add up, and each planned step keeps a copy. It is 8 times
+// the 2 MiB a RUN's whole argv and environment may take with Linux's default
+// 8 MiB stack (ARG_MAX), so nothing a RUN could receive is refused.
+constexpr std::size_t kMaxEnvBytes = std::size_t{16} << 20;
+
+// Fails once `env` outgrows kMaxEnvBytes; `what` names it in the error.
+Result<void> check_env_size(const Env& env, std::string_view what) {
+  std::size_t total = 0;
+  for (const EnvVar& var : env) total += var.name.size() + var.value.size();
+  if (total <= kMaxEnvBytes) return {};
+  return Error{std::string(what) + " larger than " + std::to_string(kMaxEnvBytes) + " bytes"};
+}
+
 parser::EnvLookup lookup_in(const Env& env) {
   return [&env](std::string_view name) -> std::optional<std::string> {
     const std::string* value = env_get(env, name);
@@ -191,6 +206,8 @@ Result<GlobalScope> global_scope(const parser::TypedDockerfile& typed, const Pla
         value = *expanded;
       }
       if (value) env_set(scope.args, definition.name, *value);
+      if (auto size = check_env_size(scope.args, "build arguments"); !size.ok())
+        return located(typed.filename, meta.range.start, size.error().message);
     }
   }
   return scope;
@@ -759,6 +776,7 @@ class StageDispatcher {
       bool proxy = is_proxy_arg(definition.name);
       if (value && !proxy) {
         env_set(state.env, definition.name, *value);
+        if (auto size = check_env_size(state.env, "environment"); !size.ok()) return size.error();
       }
       auto declared = std::find_if(state.args.begin(), state.args.end(),
                                    [&](const DeclaredArg& a) { return a.name == definition.name; });
@@ -790,6 +808,7 @@ class StageDispatcher {
       if (!value.ok()) return value.error();
       // Each pair sees the ones before it on the same line, as in BuildKit.
       env_set(state.env, *key, *value);
+      if (auto size = check_env_size(state.env, "environment"); !size.ok()) return size.error();
       env_set(step.config.set_env, *key, *value);
       history += " " + *key + "=" + *value;
       expanded.pairs.push_back({*key, *value, pair.legacy_form});
@@ -810,6 +829,7 @@ class StageDispatcher {
       auto value = expand(pair.value, state);
       if (!value.ok()) return value.error();
       env_set(step.config.set_labels, *key, *value);
+      if (auto size = check_env_size(step.config.set_labels, "labels"); !size.ok()) return size.error();
       history += " " + *key + "=" + *value;
       expanded.pairs.push_back({*key, *value, pair.legacy_form});
     }
@@ -1183,6 +1203,8 @@ Result<StageState> image_state(const StageBase& base, const oci::Platform& platf
       size_t equals = entry.find('=');
       env_set(state.env, entry.substr(0, equals), equals == std::string::npos ? "" : entry.substr(equals + 1));
     }
+    if (auto size = check_env_size(state.env, "base image " + base.reference->str() + " environment"); !size.ok())
+      return size.error();
     state.working_dir = config->working_dir.empty() ? "" : normalize_workdir("/", config->working_dir);
     state.user = config->user;
     state.shell = config->shell;

@@ -1,6 +1,6 @@
 // End to end: `kiln build` and `kiln run` given hostile files to read: a context whose
-// Dockerfile or ignore files are symlinks out of it, FIFOs, devices or huge, and paths
-// that are not what the flag wants. Each case must end in a clear error (or the right
+// Dockerfile or ignore files are symlinks out of it, FIFOs, devices or huge, paths that
+// are not what the flag wants, and a Dockerfile whose expansion grows exponentially. Each case must end in a clear error (or the right
 // build), read nothing outside the context (the canary's text never shows), write nothing
 // outside the store, and leave the store working.
 #include <gtest/gtest.h>
@@ -206,6 +206,23 @@ TEST_F(HostileContextTest, AHugeFailingRunIsEchoedAbbreviatedAndStillNamesItsLin
   EXPECT_NE(built.err.find("kiln: error: Dockerfile:2: RUN false xxx"), std::string::npos) << built.err.substr(0, 2000);
   EXPECT_NE(built.err.find(" bytes left out]..."), std::string::npos);
   expect_canary_untouched(built);
+  expect_store_still_works();
+}
+
+TEST_F(HostileContextTest, ExponentialExpansionFailsFastOnItsLine) {
+  // 600 bytes of Dockerfile whose last value would be 8 * 4^40 bytes: each line quadruples
+  // `a`, and the line that passes 1 MiB (line 11) must fail at once, in bounded memory.
+  std::string dockerfile = "FROM scratch\nENV a=xxxxxxxx\n";
+  for (int i = 0; i < 40; ++i) dockerfile += "ENV a=$a$a$a$a\n";
+  const fs::path dir = make_context("exponential", dockerfile);
+  // Before the cap this took 8 s and all memory; 1 GiB of address space and 30 s is plenty now.
+  const auto outcome = kiln_split(store_.path(), "build --progress plain -t e2e/exponential " + dir.string(),
+                                  kNoCredentials + " timeout 30 prlimit --as=1073741824");
+  EXPECT_EQ(outcome.status, 1) << outcome.err;
+  EXPECT_NE(outcome.err.find("Dockerfile:11:1: failed to process \"$a$a$a$a\": expanded word larger than 1048576 bytes"),
+            std::string::npos)
+      << outcome.err;
+  expect_canary_untouched(outcome);
   expect_store_still_works();
 }
 

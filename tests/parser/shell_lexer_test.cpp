@@ -668,6 +668,20 @@ TEST(ShellLexer, LongInputsStayLinear) {
   EXPECT_EQ(lexer.expand_word("${V//a/b}", lookup_in(env)).value(), std::string(20000, 'b'));
 }
 
+TEST(ShellLexer, ExpansionsLargerThanTheWordCapAreErrors) {
+  // Each form that multiplies sizes: repeated references, replacing every
+  // character with a word, and `$0` repeating the match in a replacement.
+  const Env env{{"a", std::string(300000, 'a')}, {"b", std::string(2000, 'b')}, {"z", "$0$0$0$0"}};
+  const ShellLexer lexer;
+  const std::string error = "expanded word larger than 1048576 bytes";
+  for (const std::string word : {"$a$a$a$a", "${b//?/$b}", "${a//a/$z}", "\"$a$a${a}$a\""}) {
+    const Result<std::string> r = lexer.expand_word(word, lookup_in(env));
+    ASSERT_FALSE(r.ok()) << word;
+    EXPECT_NE(r.error().message.find(error), std::string::npos) << r.error().message;
+  }
+  EXPECT_EQ(lexer.expand_word("$a$a$a", lookup_in(env)).value().size(), 900000u);
+}
+
 TEST(ShellLexer, ConstLexerIsSharedAcrossThreads) {
   const ShellLexer lexer;
   const Env env{{"A", "x y"}};

@@ -4,6 +4,7 @@
 #include "planner/planner.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <string>
 #include <vector>
@@ -325,6 +326,54 @@ TEST(PlannerExpansion, RunMountValuesAreExpanded) {
   EXPECT_TRUE(run.mounts[0].resolved);
   EXPECT_EQ(run.mounts[0].id, "gomod");
   EXPECT_EQ(run.mounts[0].target, "/root/go");
+}
+
+// Peak resident memory of this process so far, in bytes.
+long peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss * 1024L;
+}
+
+// `ENV a=xxxxxxxx` then `ENV a=$a$a$a$a` 40 times: 600 bytes that would need 8 * 4^40
+// bytes. The 9th doubling-twice passes 1 MiB and fails on its own line, quickly.
+TEST(PlannerExpansion, AnExpandedWordLargerThanOneMebibyteFailsOnItsLine) {
+  std::string dockerfile = "FROM scratch\nENV a=xxxxxxxx\n";
+  for (int i = 0; i < 40; ++i) dockerfile += "ENV a=$a$a$a$a\n";
+  const long before = peak_rss_bytes();
+  EXPECT_EQ(error_of(dockerfile),
+            "Dockerfile:11:1: failed to process \"$a$a$a$a\": expanded word larger than 1048576 bytes");
+  EXPECT_LT(peak_rss_bytes() - before, 64L << 20);
+  // A word of exactly 1 MiB is still fine.
+  std::string fits = "FROM scratch\nENV a=xxxxxxxx\n";
+  for (int i = 0; i < 8; ++i) fits += "ENV a=$a$a$a$a\n";
+  fits += "ENV a=$a$a\n";
+  EXPECT_EQ(env_value(last_step(planned(fits)).env, "a")->size(), std::size_t{1} << 20);
+}
+
+// Words are capped, but many names holding a capped word still add up: the
+// environment (ENV and ARG alike) and one LABEL's labels stop at 16 MiB.
+TEST(PlannerExpansion, AnEnvironmentLargerThanSixteenMebibytesFailsOnItsLine) {
+  std::string prefix = "FROM scratch\nARG a=xxxxxxxx\n";
+  for (int i = 0; i < 8; ++i) prefix += "ARG a=$a$a$a$a\n";
+  prefix += "ARG a=$a$a\n";  // line 11: 1 MiB
+  std::string pairs;
+  for (int i = 0; i < 16; ++i) pairs += " b" + std::to_string(i) + "=$a";
+  EXPECT_EQ(error_of(prefix + "ENV" + pairs + "\n"), "Dockerfile:12:1: environment larger than 16777216 bytes");
+  EXPECT_EQ(error_of(prefix + "ARG" + pairs + "\n"), "Dockerfile:12:1: environment larger than 16777216 bytes");
+  EXPECT_EQ(error_of(prefix + "LABEL" + pairs + pairs + "\n"), "Dockerfile:12:1: labels larger than 16777216 bytes");
+  // Fourteen more copies stay under the cap (with PATH and a: 15 MiB and a few bytes).
+  std::string fourteen;
+  for (int i = 0; i < 14; ++i) fourteen += " b" + std::to_string(i) + "=$a";
+  EXPECT_EQ(last_step(planned(prefix + "ENV" + fourteen + "\n")).env.size(), 16u);
+  // Meta ARGs before FROM are an environment too.
+  std::string meta = "ARG a=xxxxxxxx\n";
+  for (int i = 0; i < 8; ++i) meta += "ARG a=$a$a$a$a\n";
+  meta += "ARG a=$a$a\n";
+  for (int i = 0; i < 16; ++i) meta += "ARG b" + std::to_string(i) + "=$a\n";
+  meta += "FROM scratch\n";
+  // b14 on line 25 makes sixteen values of 1 MiB, plus the names and predefined args.
+  EXPECT_EQ(error_of(meta), "Dockerfile:25:1: build arguments larger than 16777216 bytes");
 }
 
 // --- config and history -----------------------------------------------------
