@@ -22,18 +22,12 @@ bool append_clean_components(std::vector<std::string>& parts, std::string_view p
   return true;
 }
 
-namespace {
-
-// Absolute and normalised, without the empty last component a trailing `/` leaves (which
-// lexically_relative would count as one more level).
 std::filesystem::path normal_absolute(const std::filesystem::path& path) {
   std::error_code ignored;  // no working directory: the path stays relative, compared as it is
   std::filesystem::path normal = std::filesystem::absolute(path, ignored).lexically_normal();
   if (normal.filename().empty() && normal != normal.root_path()) normal = normal.parent_path();
   return normal;
 }
-
-}  // namespace
 
 std::optional<std::string> path_within(const std::filesystem::path& dir, const std::filesystem::path& path) {
   const std::filesystem::path base = normal_absolute(dir);

@@ -17,6 +17,11 @@ namespace kiln {
 /// `parts` is then partly changed. Pure; never throws beyond allocation.
 bool append_clean_components(std::vector<std::string>& parts, std::string_view path, bool clamp_at_root);
 
+/// `path` made absolute and lexically normal, without the empty last component a trailing
+/// `/` leaves ("/s/mid/" is "/s/mid"): one spelling per directory, for comparing paths.
+/// Reads the working directory for a relative path (left relative when there is none).
+std::filesystem::path normal_absolute(const std::filesystem::path& path);
+
 /// `path` relative to the directory `dir` when it names something inside it (`dir` itself
 /// is ""), judged lexically on the absolute, normalised forms: nullopt when it is outside.
 /// Symlinks are not followed: the caller resolves the answer inside `dir` (open_in_root),

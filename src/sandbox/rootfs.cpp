@@ -23,6 +23,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/path.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/userns.h"
 
@@ -407,8 +408,7 @@ std::vector<fs::path> distinct_lower_dirs(const std::vector<fs::path>& lower_dir
   std::vector<fs::path> distinct;
   std::set<fs::path> seen;
   for (const auto& dir : lower_dirs) {
-    fs::path normal = fs::absolute(dir).lexically_normal();
-    if (!normal.has_filename()) normal = normal.parent_path();  // "/s/mid/" is "/s/mid"
+    fs::path normal = normal_absolute(dir);
     if (seen.insert(normal).second) distinct.push_back(std::move(normal));
   }
   return distinct;
