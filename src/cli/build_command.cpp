@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cerrno>
 #include <cctype>
 #include <cstdio>
@@ -47,6 +46,7 @@
 #include "parser/dockerignore.h"
 #include "parser/instructions.h"
 #include "parser/parser.h"
+#include "parser/text.h"
 #include "planner/planner.h"
 #include "push/image_archive.h"
 #include "push/puller.h"
@@ -225,15 +225,6 @@ Result<std::uint64_t> parse_shm_size(const std::string& text) {
   return static_cast<std::uint64_t>(*size);
 }
 
-// Go's strconv.ParseInt(text, 10, 64): an optional sign and decimal digits.
-std::optional<std::int64_t> parse_int64(std::string_view text) {
-  if (text.starts_with('+')) text.remove_prefix(1);
-  std::int64_t value = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || error != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
 // One buildx --ulimit, `name=soft[:hard]` (hard defaults to soft; -1 is unlimited), with
 // go-units' ParseUlimit's checks and messages.
 Result<planner::Ulimit> parse_ulimit(const std::string& text) {
@@ -248,8 +239,8 @@ Result<planner::Ulimit> parse_ulimit(const std::string& text) {
   if (colon != std::string::npos && values.find(':', colon + 1) != std::string::npos) {
     return invalid("too many limit value arguments - " + values + ", can only have up to two, `soft[:hard]`");
   }
-  const auto soft = parse_int64(values.substr(0, colon));
-  const auto hard = colon == std::string::npos ? soft : parse_int64(values.substr(colon + 1));
+  const auto soft = parser::text::parse_int64(values.substr(0, colon));
+  const auto hard = colon == std::string::npos ? soft : parser::text::parse_int64(values.substr(colon + 1));
   if (!soft || !hard) return invalid("limits must be integers: " + values);
   if (*hard != -1 && *soft > *hard) {
     return invalid("ulimit soft limit must be less than or equal to hard limit: " + std::to_string(*soft) + " > " +

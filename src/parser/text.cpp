@@ -1,5 +1,7 @@
 #include "parser/text.h"
 
+#include <charconv>
+
 namespace kiln::parser::text {
 
 Rune decode_rune(std::string_view s) {
@@ -61,6 +63,16 @@ std::string_view trim_space(std::string_view s) {
     s.remove_suffix(r.size);
   }
   return s;
+}
+
+std::optional<std::int64_t> parse_int64(std::string_view s) {
+  const bool plus = s.starts_with('+');  // from_chars takes '-' but not '+'
+  if (plus) s.remove_prefix(1);
+  if (s.empty() || (plus && s[0] == '-')) return std::nullopt;
+  std::int64_t value = 0;
+  const auto [end, error] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (error != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return value;
 }
 
 }  // namespace kiln::parser::text

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -46,5 +47,9 @@ std::string_view trim_space(std::string_view s);
 /// Go's strconv.Quote: a double-quoted literal with Go's escapes (used by the
 /// AST dump, whose format is defined by Go's %q).
 std::string go_quote(std::string_view s);
+
+/// Go's strconv.ParseInt(s, 10, 64): an optional sign, then decimal digits, in range;
+/// nullopt for anything else ("", "+-1", "1x", overflow).
+std::optional<std::int64_t> parse_int64(std::string_view s);
 
 }  // namespace kiln::parser::text

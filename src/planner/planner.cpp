@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -16,6 +15,7 @@
 #include "parser/flags.h"
 #include "parser/parser.h"
 #include "parser/shell_lexer.h"
+#include "parser/text.h"
 #include "planner/go_format.h"
 
 namespace kiln::planner {
@@ -1240,17 +1240,6 @@ std::vector<EnvVar> proxy_env(const std::map<std::string, std::string>& build_ar
   return env;
 }
 
-// Go's strconv.ParseInt(text, 10, 64): an optional sign, then decimal digits, in range.
-std::optional<std::int64_t> parse_int64(std::string_view text) {
-  const bool plus = text.starts_with('+');  // from_chars takes '-' but not '+'
-  if (plus) text.remove_prefix(1);
-  if (text.empty() || (plus && text[0] == '-')) return std::nullopt;
-  std::int64_t value = 0;
-  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
 // BuildKit's getBuildArgValue + resolveSourceDateEpochValue. An empty value means
 // no epoch. BuildKit also reads the epoch from the build context's metadata
 // (`context`) or a source stage's remote ADD (a stage name); kiln does not, and
@@ -1265,7 +1254,7 @@ Result<std::optional<std::int64_t>> source_date_epoch(const PlanOptions& options
     value = *declared;
   }
   if (value.empty()) return std::optional<std::int64_t>();
-  if (auto seconds = parse_int64(value)) return std::optional<std::int64_t>(*seconds);
+  if (auto seconds = parser::text::parse_int64(value)) return std::optional<std::int64_t>(*seconds);
   if (value == "context" || stage_by_name(stages, value)) {
     return Error{"SOURCE_DATE_EPOCH=" + value + ": taking the epoch from the build context or a stage is not supported"};
   }

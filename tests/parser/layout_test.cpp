@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "parser/parser.h"
+#include "parser/text.h"
 
 namespace parser = kiln::parser;
 
@@ -198,3 +199,20 @@ TEST(Layout, EnvFormsKeepQuotesForTheExpander) {
 }
 
 }  // namespace
+
+namespace kiln::parser {
+namespace {
+
+// Go's strconv.ParseInt(s, 10, 64), the one reader of --ulimit values and SOURCE_DATE_EPOCH.
+TEST(TextParseInt64, TakesWhatGosParseIntTakes) {
+  EXPECT_EQ(text::parse_int64("1062"), 1062);
+  EXPECT_EQ(text::parse_int64("+7"), 7);
+  EXPECT_EQ(text::parse_int64("-1"), -1);
+  EXPECT_EQ(text::parse_int64("9223372036854775807"), INT64_MAX);
+  for (const char* bad : {"", "+", "+-1", "1x", " 1", "9223372036854775808", "0x10"}) {
+    EXPECT_EQ(text::parse_int64(bad), std::nullopt) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace kiln::parser
