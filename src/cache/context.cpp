@@ -378,12 +378,10 @@ class Selector {
       }
       std::vector<std::string> next;
       for (const auto& dir : candidates) {
-        UniqueFd fd(open_beneath(context_.fd(), dir, O_RDONLY | O_DIRECTORY, options_.links_in_root));
-        if (!fd) {
-          if (errno == EXDEV) return Error{std::string(kOutsideContext) + source};
-          if (errno == ENOENT || errno == ENOTDIR) continue;
-          return sys_error("open", (context_.dir() / dir).string());
-        }
+        auto opened = open_candidate(dir, source);
+        if (!opened) return opened.error();
+        if (!*opened) continue;
+        const UniqueFd& fd = **opened;
         std::vector<std::string> names;
         if (is_meta(part)) {
           auto listed = list_directory(fd.get(), (context_.dir() / dir).string());
@@ -415,18 +413,26 @@ class Selector {
     return candidates;
   }
 
+  // The context directory `dir`, opened for a pattern's next part: nullopt when it is not
+  // there or not a directory (that candidate drops out), an error when it leads outside.
+  Result<std::optional<UniqueFd>> open_candidate(const std::string& dir, const std::string& source) {
+    UniqueFd fd(open_beneath(context_.fd(), dir, O_RDONLY | O_DIRECTORY, options_.links_in_root));
+    if (fd) return std::optional<UniqueFd>(std::move(fd));
+    if (errno == EXDEV) return Error{std::string(kOutsideContext) + source};
+    if (errno == ENOENT || errno == ENOTDIR) return std::optional<UniqueFd>();
+    return sys_error("open", (context_.dir() / dir).string());
+  }
+
   // The directories among `dirs` and every directory below them (links are not entered,
   // ignored directories left out), for a `**`.
   Result<std::vector<std::string>> with_directories_below(const std::vector<std::string>& dirs,
                                                           const std::string& source) {
     std::vector<std::string> out;
     for (const auto& dir : dirs) {
-      UniqueFd fd(open_beneath(context_.fd(), dir, O_RDONLY | O_DIRECTORY, options_.links_in_root));
-      if (!fd) {
-        if (errno == EXDEV) return Error{std::string(kOutsideContext) + source};
-        if (errno == ENOENT || errno == ENOTDIR) continue;
-        return sys_error("open", (context_.dir() / dir).string());
-      }
+      auto opened = open_candidate(dir, source);
+      if (!opened) return opened.error();
+      if (!*opened) continue;
+      const UniqueFd& fd = **opened;
       out.push_back(dir);
       if (auto walked = add_subdirectories(fd.get(), dir, out); !walked) return walked.error();
     }
