@@ -273,6 +273,12 @@ void share_unlock(CURL*, curl_lock_data data, void* user) {
 }
 
 // Everything one transfer's callbacks need.
+// libcurl 7.88 takes at most 100 KiB in one response header line and 1 MiB of request head
+// (DYN_HTTP_RESPONSE_HEADER, DYN_HTTP_REQUEST) and says only "Out of memory" past them, so
+// kiln checks what it sends itself and names the response's case (300 KiB of response
+// headers in all it refuses with a clear message of its own).
+constexpr std::size_t kMaxRequestHeader = 64u << 10;  // one header kiln sends
+
 struct Transfer {
   const Request* request = nullptr;
   const BodySink* sink = nullptr;
@@ -280,6 +286,19 @@ struct Transfer {
   std::optional<Error> callback_error;  // why a callback stopped the transfer
   std::size_t body_offset = 0;          // next byte of request->body to upload
 };
+
+// The first header of `headers` longer than kMaxRequestHeader, by name only: its value may be
+// a credential (a multi-megabyte password, a hostile token server's "token").
+std::optional<Error> oversized_request_header(const Headers& headers) {
+  for (const auto& [name, value] : headers.fields()) {
+    if (name.size() + value.size() > kMaxRequestHeader) {
+      return Error{"the request's " + name + " header is " + std::to_string(value.size()) + " bytes, more than the " +
+                   std::to_string(kMaxRequestHeader >> 10) + " KiB kiln sends in one header" +
+                   (iequals(name, "Authorization") ? " (is the credential or token that large?)" : "")};
+    }
+  }
+  return std::nullopt;
+}
 
 std::size_t on_header(char* data, std::size_t size, std::size_t count, void* user) {
   auto* transfer = static_cast<Transfer*>(user);
@@ -359,6 +378,7 @@ CurlHttp::~CurlHttp() {
 
 Result<Response> CurlHttp::round_trip(const Request& request, const BodySink& sink) {
   const std::string what = request.method + " " + redact_url(request.url);
+  if (auto oversized = oversized_request_header(request.headers)) return Error{what + ": " + oversized->message};
   CURL* curl = state_->take();
   if (curl == nullptr) return Error{what + ": cannot initialise libcurl"};
   struct Release {
@@ -434,6 +454,10 @@ Result<Response> CurlHttp::round_trip(const Request& request, const BodySink& si
   curl_slist_free_all(header_list);
 
   if (transfer.callback_error) return Error{what + ": " + transfer.callback_error->message};
+  if (code == CURLE_OUT_OF_MEMORY && error_text[0] == '\0') {
+    // What libcurl means by this in practice: the request head was checked above.
+    return Error{what + ": the response has a header line longer than libcurl takes (100 KiB)"};
+  }
   if (code != CURLE_OK) {
     std::string detail = error_text[0] != '\0' ? std::string(error_text.data()) : curl_easy_strerror(code);
     while (!detail.empty() && (detail.back() == '\n' || detail.back() == '\r')) detail.pop_back();

@@ -262,6 +262,15 @@ TEST(PushE2E, HtpasswdRegistryTakesAPushAfterKilnLoginAndRefusesAWrongPassword) 
   const auto wrong_flag = run("login -u kiln -p wrong-flag-password " + registry.address());
   EXPECT_NE(wrong_flag.status, 0);
   EXPECT_EQ(wrong_flag.output.find("wrong-flag-password"), std::string::npos) << wrong_flag.output;
+  // A 2 MB password: libcurl would say only "Out of memory"; kiln names the header, not its value.
+  const auto huge = testing::run_command("head -c 2000000 /dev/zero | tr '\\0' P | " + config.env() + " " + KILN_BINARY +
+                                         " --root " + store.path().string() + " login -u kiln --password-stdin " +
+                                         registry.address() + " 2>&1");
+  EXPECT_NE(huge.status, 0);
+  EXPECT_NE(huge.output.find("Authorization header is 2666682 bytes, more than the 64 KiB kiln sends"),
+            std::string::npos) << huge.output.substr(0, 2000);
+  EXPECT_EQ(huge.output.find("PPPP"), std::string::npos);
+  EXPECT_FALSE(fs::exists(config.file())) << "a refused login was stored";
 
   const auto login = run("login -u kiln --password-stdin " + registry.address(), kPassword);
   ASSERT_EQ(login.status, 0) << login.output;

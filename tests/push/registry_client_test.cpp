@@ -586,5 +586,38 @@ TEST(CurlHttp, ErrorsNameTheRequestWithoutTheQuery) {
   EXPECT_THAT(too_big.error().message, HasSubstr("exceeds 1000 bytes"));
 }
 
+// libcurl says only "Out of memory" past its header limits; kiln says which side was too large,
+// and never quotes the oversized value (it may be a password).
+TEST(CurlHttp, OversizedHeadersAreNamedNotQuoted) {
+  int received = 0;
+  HttpServer server([&](const ServerRequest& request) {
+    ++received;
+    if (request.target == "/one-long-line") return ServerReply{200, {{"X-Big", std::string(1 << 20, 'h')}}, ""};
+    std::vector<std::pair<std::string, std::string>> many;
+    for (int i = 0; i < 40; ++i) many.emplace_back("X-Many-" + std::to_string(i), std::string(50'000, 'm'));
+    return ServerReply{200, many, ""};
+  });
+  CurlHttp http;
+  Request request;
+  request.url = server.url("/one-long-line");
+  auto long_line = http.send(request);
+  ASSERT_FALSE(long_line.ok());
+  EXPECT_THAT(long_line.error().message, HasSubstr("a header line longer than libcurl takes (100 KiB)"));
+
+  request.url = server.url("/many-lines");
+  auto many_lines = http.send(request);
+  ASSERT_FALSE(many_lines.ok());
+  EXPECT_THAT(many_lines.error().message, HasSubstr("Too large response headers"));
+
+  const int before = received;
+  request.headers.set("Authorization", "Basic " + std::string(2'000'000, 'P'));
+  auto huge_password = http.send(request);
+  ASSERT_FALSE(huge_password.ok());
+  EXPECT_THAT(huge_password.error().message,
+              HasSubstr("the request's Authorization header is 2000006 bytes, more than the 64 KiB kiln sends"));
+  EXPECT_THAT(huge_password.error().message, Not(HasSubstr("PPPP")));
+  EXPECT_EQ(received, before);  // refused before anything was sent
+}
+
 }  // namespace
 }  // namespace kiln::push
