@@ -265,6 +265,16 @@ Result<Index> Index::from_json(std::string_view bytes) {
   return out;
 }
 
+const Descriptor* Index::entry_for(const Platform& platform) const {
+  for (const auto& entry : manifests) {
+    if (entry.platform && platform.matches(*entry.platform) && is_manifest(entry.media_type)) return &entry;
+  }
+  for (const auto& entry : manifests) {
+    if ((!entry.platform || platform.matches(*entry.platform)) && is_index(entry.media_type)) return &entry;
+  }
+  return nullptr;
+}
+
 std::string Index::to_json(MediaTypeFlavor flavor) const {
   Json out = Json::object();
   write_common(out, schema_version, flavor == MediaTypeFlavor::oci ? kOciIndex : kDockerManifestList, annotations,

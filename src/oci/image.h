@@ -131,6 +131,11 @@ struct Manifest {
 };
 
 /// An image index (OCI) or manifest list (Docker). Plain value; thread-compatible.
+/// How many indexes deep kiln follows an index that names indexes (containerd follows them):
+/// a few levels are all real images use, and the bound caps what a hostile registry or
+/// archive can make kiln read.
+inline constexpr int kMaxIndexNesting = 4;
+
 struct Index {
   int schema_version = 2;
   std::string media_type;             // as read (may be empty for OCI); to_json writes the flavour's own
@@ -147,6 +152,11 @@ struct Index {
   /// every entry's media type converted to `flavor`: only meaningful when the
   /// manifests it lists were written in the same flavour.
   std::string to_json(MediaTypeFlavor flavor = MediaTypeFlavor::oci) const;
+
+  /// The entry to follow for `platform`, as containerd chooses: the first image manifest
+  /// whose platform `platform.matches()`, else the first nested index for that platform or
+  /// for none stated (nested indexes usually state none); nullptr when neither is there.
+  const Descriptor* entry_for(const Platform& platform) const;
 
   friend bool operator==(const Index&, const Index&) = default;
 };

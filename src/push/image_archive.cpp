@@ -328,11 +328,13 @@ class ArchiveFiles {
     return it == paths_.end() ? nullptr : &it->second;
   }
 
+  // A metadata file of the archive (a manifest, an index, a config): small, so capped.
   Result<std::string> read(const std::string& name) const {
     const fs::path* path = find(name);
     if (path == nullptr) return Error{"load: the archive has no " + name};
-    std::ifstream in(*path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
+    auto text = read_small_file(path->string());
+    if (!text.ok()) return Error{"load: " + name + ": " + text.error().message};
+    return text;
   }
 
  private:
@@ -451,10 +453,33 @@ Result<std::vector<std::string>> load_oci(cache::Store& store, const ArchiveFile
     if (path == nullptr) return Error{"load: the archive has no blob " + digest.str()};
     return import_blob(store, *path, digest);
   };
+  // The image manifest an index.json entry stands for: itself, or the host platform's
+  // through nested indexes (a multi-platform `buildx --output type=oci` archive).
+  const auto image_manifest = [&](const oci::Descriptor& entry) -> Result<Digest> {
+    Digest digest = entry.digest;
+    std::string media_type = entry.media_type;
+    for (int depth = 0; oci::is_index(media_type); ++depth) {
+      if (depth == oci::kMaxIndexNesting) {
+        return Error{"load: indexes nest more than " + std::to_string(oci::kMaxIndexNesting) + " deep"};
+      }
+      auto bytes = files.read(blob_name(digest));
+      if (!bytes.ok()) return bytes.error();
+      if (Digest::sha256_of(*bytes) != digest) return Error{"load: blob " + digest.str() + " does not match its digest"};
+      auto nested = oci::Index::from_json(*bytes);
+      if (!nested.ok()) return Error{"load: " + digest.str() + ": " + nested.error().message};
+      const oci::Descriptor* chosen = nested->entry_for(oci::Platform::host());
+      if (chosen == nullptr) {
+        return Error{"load: index " + digest.str() + " has no image for " + oci::Platform::host().str()};
+      }
+      digest = chosen->digest;
+      media_type = chosen->media_type;
+    }
+    return import(digest);
+  };
   std::vector<std::string> loaded;
   for (const oci::Descriptor& entry : index->manifests) {
-    if (!oci::is_manifest(entry.media_type)) continue;  // nested indexes are not images of their own
-    auto manifest_digest = import(entry.digest);
+    if (!oci::is_manifest(entry.media_type) && !oci::is_index(entry.media_type)) continue;
+    auto manifest_digest = image_manifest(entry);
     if (!manifest_digest.ok()) return manifest_digest.error();
     auto manifest_bytes = store.read_blob(*manifest_digest);
     if (!manifest_bytes.ok()) return manifest_bytes.error();

@@ -58,31 +58,37 @@ Result<PulledImage> pull(const oci::Reference& reference, const oci::Platform& p
   if (!top.ok()) return client_error(top.error());
   ManifestBytes manifest_bytes = std::move(*top);
 
-  if (oci::is_index(manifest_bytes.media_type)) {
+  // Down through the indexes to the platform's image manifest; each index is stored and
+  // linked to the next, so GC keeps the chain.
+  std::optional<Digest> parent_index;
+  for (int depth = 0; oci::is_index(manifest_bytes.media_type); ++depth) {
+    if (depth == oci::kMaxIndexNesting) {
+      return pull_error(reference, "indexes nest more than " + std::to_string(oci::kMaxIndexNesting) + " deep");
+    }
     auto index = oci::Index::from_json(manifest_bytes.bytes);
     if (!index.ok()) return pull_error(reference, index.error().message);
-    const oci::Descriptor* chosen = nullptr;
-    for (const auto& entry : index->manifests) {
-      if (entry.platform && platform.matches(*entry.platform) && oci::is_manifest(entry.media_type)) {
-        chosen = &entry;
-        break;
-      }
-    }
+    const oci::Descriptor* chosen = index->entry_for(platform);
     if (chosen == nullptr) {
       return pull_error(reference, "no image for platform " + platform.str() + " in the index; available: " +
                                        available_platforms(*index));
     }
     auto stored_index = store.put_blob(manifest_bytes.bytes);
     if (!stored_index.ok()) return pull_error(reference, stored_index.error().message);
-    pulled.index_digest = *stored_index;
-    const Digest manifest_digest = chosen->digest;
-    auto linked = store.add_links(*stored_index, {manifest_digest});
+    if (!pulled.index_digest) pulled.index_digest = *stored_index;
+    if (parent_index) {
+      if (auto linked = store.add_links(*parent_index, {*stored_index}); !linked.ok()) {
+        return pull_error(reference, linked.error().message);
+      }
+    }
+    parent_index = *stored_index;
+    const Digest entry_digest = chosen->digest;
+    auto linked = store.add_links(*stored_index, {entry_digest});
     if (!linked.ok()) return pull_error(reference, linked.error().message);
-    auto platform_manifest = client.get_manifest(repository, manifest_digest.str());
-    if (!platform_manifest.ok()) return client_error(platform_manifest.error());
-    manifest_bytes = std::move(*platform_manifest);
-    if (!oci::is_manifest(manifest_bytes.media_type)) {
-      return pull_error(reference, "index entry " + manifest_digest.str() + " is a " + manifest_bytes.media_type +
+    auto entry_bytes = client.get_manifest(repository, entry_digest.str());
+    if (!entry_bytes.ok()) return client_error(entry_bytes.error());
+    manifest_bytes = std::move(*entry_bytes);
+    if (!oci::is_manifest(manifest_bytes.media_type) && !oci::is_index(manifest_bytes.media_type)) {
+      return pull_error(reference, "index entry " + entry_digest.str() + " is a " + manifest_bytes.media_type +
                                        ", not an image manifest");
     }
   }

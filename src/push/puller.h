@@ -57,10 +57,11 @@ struct PulledImage {
 };
 
 /// Pulls `reference` for `platform` into `store`: resolves the tag (or digest); from an
-/// index or manifest list picks the manifest whose platform `platform.matches()` (error
-/// listing the available platforms if none does); stores index, manifest and config
+/// index or manifest list picks the manifest whose platform `platform.matches()`, following
+/// nested indexes up to 4 deep (error listing the available platforms if none matches);
+/// stores indexes, manifest and config
 /// (put_blob) and the layers (downloaded in parallel, resumed, verified, skipped when
-/// present), links index -> manifest and manifest -> config + layers for GC, extracts each
+/// present), links each index -> its chosen entry and manifest -> config + layers for GC, extracts each
 /// layer into its snapshot, then points the ref `reference.str()` at the manifest (and
 /// `domain/path@digest` too when the reference has both a tag and a digest).
 /// Nothing is stored under a digest its bytes do not match; an interrupted pull leaves a

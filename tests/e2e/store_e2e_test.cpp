@@ -180,6 +180,28 @@ TEST(StoreE2E, SavedArchivesAreReadBySkopeoAndByKilnLoad) {
     EXPECT_NE(loaded.output.find("Loaded image: " + reference), std::string::npos) << loaded.output;
     EXPECT_EQ(tree_differences(base_rootfs(), single_snapshot(fresh.path(), reference)), std::vector<std::string>{});
   }
+
+  // A multi-platform OCI archive (buildx's type=oci) names an index, whose entry is the
+  // host's image: kiln loads that one, under the outer entry's name.
+  const fs::path layout = out / "nested";
+  must_run("mkdir -p " + layout.string() + " && tar -C " + layout.string() + " -xf " + (out / "oci.tar").string());
+  must_run("cd " + layout.string() + R"( && python3 -c '
+import hashlib, json
+top = json.load(open("index.json"))
+entry = top["manifests"][0]
+entry["platform"] = {"architecture": ")" + json::parse(kiln(store.path(), "inspect " + reference).output)["Config"]["architecture"].get<std::string>() + R"(", "os": "linux"}
+inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry]}).encode()
+digest = hashlib.sha256(inner).hexdigest()
+open("blobs/sha256/" + digest, "wb").write(inner)
+top["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + digest,
+                     "size": len(inner), "annotations": entry.get("annotations", {})}]
+json.dump(top, open("index.json", "w"))
+' && tar -cf ../nested.tar .)");
+  ScratchDir fresh;
+  const auto loaded = kiln(fresh.path(), "load -i " + (out / "nested.tar").string());
+  ASSERT_EQ(loaded.status, 0) << loaded.output;
+  EXPECT_NE(loaded.output.find("Loaded image: " + reference), std::string::npos) << loaded.output;
+  EXPECT_EQ(tree_differences(base_rootfs(), single_snapshot(fresh.path(), reference)), std::vector<std::string>{});
 }
 
 TEST(StoreE2E, ALayerWrittenByKilnUnpacksIdenticallyWithUmoci) {

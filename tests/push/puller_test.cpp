@@ -246,6 +246,33 @@ TEST_F(PullerTest, NoMatchingPlatformListsTheAvailableOnes) {
   EXPECT_FALSE(ref->has_value());
 }
 
+// containerd follows an index inside an index; kiln did not, and said "no image for platform
+// linux/amd64 ... available: linux/amd64". Depth is bounded.
+TEST_F(PullerTest, AnIndexInsideAnIndexIsFollowedToItsPlatformsImage) {
+  add_multi_platform_index();
+  json inner = index_;  // nested indexes usually state no platform
+  json outer = registry_.add_manifest({{"schemaVersion", 2},
+                                       {"mediaType", "application/vnd.oci.image.index.v1+json"},
+                                       {"manifests", {inner}}},
+                                      "application/vnd.oci.image.index.v1+json", "nested");
+  auto pulled = pull(reference("127.0.0.1:5001/team/app:nested"), platform("linux/arm64"), *store_, options_);
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(pulled->index_digest, digest_of(outer));
+  EXPECT_EQ(pulled->manifest_digest, digest_of(arm64_));
+  EXPECT_EQ(read_file(pulled->snapshots[0] / "arch.txt"), "arm64");
+
+  json deepest = outer;
+  for (int level = 0; level < 4; ++level) {
+    deepest = registry_.add_manifest({{"schemaVersion", 2},
+                                      {"mediaType", "application/vnd.oci.image.index.v1+json"},
+                                      {"manifests", {deepest}}},
+                                     "application/vnd.oci.image.index.v1+json", "deep");
+  }
+  auto too_deep = pull(reference("127.0.0.1:5001/team/app:deep"), platform("linux/arm64"), *store_, options_);
+  ASSERT_FALSE(too_deep.ok());
+  EXPECT_EQ(too_deep.error().message, "pull 127.0.0.1:5001/team/app:deep: indexes nest more than 4 deep");
+}
+
 TEST_F(PullerTest, ALayerWithTheWrongDigestIsRejectedAndNotStored) {
   const Layer good = make_layer({{"a.txt", "fine"}});
   const Layer bad = make_layer({{"b.txt", "will be tampered with"}});
