@@ -597,33 +597,47 @@ class StoreImageSource final : public executor::ImageSource {
 
   Result<executor::SourceImage> resolve(const oci::Reference& reference, const oci::Platform& platform) {
     const executor::VertexId vertex = progress_.start("[internal] load metadata for " + reference.str());
-    auto image = always_pull_ ? Result<std::optional<executor::SourceImage>>(std::nullopt)
-                              : from_store(reference, platform);
-    if (image.ok() && !image->has_value()) {
-      push::PullOptions options = pull_options_;
-      options.progress = [this, vertex](const push::PullProgress& step) {
-        if (step.stage != push::PullProgress::Stage::layer_downloaded) return;
-        progress_.log(vertex, step.digest.str() + " " + human_size(step.size) + " downloaded\n");
-      };
-      auto pulled = push::pull(reference, platform, store_, options);
-      if (!pulled) {
-        image = pulled.error();
-      } else {
-        image = from_store(reference, platform, pulled->manifest_digest);
-        if (image.ok() && !image->has_value()) image = Error{"pull " + reference.str() + ": no image stored"};
-      }
-    }
+    auto image = resolve_image(reference, platform, vertex);
     if (!image) {
       progress_.error(vertex, image.error().message);
       return image.error();
     }
     progress_.done(vertex);
+    return image;
+  }
+
+  // The stored image when it is for `platform`, else pulled. A pulled image of another
+  // platform (a single-platform manifest) is used, as BuildKit does after its warning
+  // (InvalidBaseImagePlatform, which the puller logs).
+  Result<executor::SourceImage> resolve_image(const oci::Reference& reference, const oci::Platform& platform,
+                                              executor::VertexId vertex) {
+    std::optional<oci::Platform> stored_platform;  // of a stored image for another platform
+    if (!always_pull_) {
+      auto stored = from_store(reference, platform);
+      if (!stored) return stored.error();
+      if (*stored && platform.matches((*stored)->config.platform())) return std::move(**stored);
+      if (*stored) stored_platform = (*stored)->config.platform();
+    }
+    push::PullOptions options = pull_options_;
+    options.progress = [this, vertex](const push::PullProgress& step) {
+      if (step.stage != push::PullProgress::Stage::layer_downloaded) return;
+      progress_.log(vertex, step.digest.str() + " " + human_size(step.size) + " downloaded\n");
+    };
+    auto pulled = push::pull(reference, platform, store_, options);
+    if (!pulled) {
+      if (!stored_platform) return pulled.error();
+      return Error{reference.str() + " is stored for " + stored_platform->str() + ", not the build's " +
+                   platform.str() + ", and pulling it for " + platform.str() + " failed: " + pulled.error().message};
+    }
+    auto image = from_store(reference, platform, pulled->manifest_digest);
+    if (!image) return image.error();
+    if (!image->has_value()) return Error{"pull " + reference.str() + ": the pulled manifest is not an image"};
     return std::move(**image);
   }
 
-  // The stored image `reference` names (see stored_manifest: a digest by content only), or
-  // the manifest `pinned`, with its layers extracted; nullopt when the store has none for
-  // `platform`.
+  // The stored image `reference` names (see stored_manifest: a digest by content only, an
+  // index's entry for `platform`), or the manifest `pinned`, with its layers extracted,
+  // whatever its platform; nullopt when the store has none.
   Result<std::optional<executor::SourceImage>> from_store(const oci::Reference& reference,
                                                           const oci::Platform& platform,
                                                           std::optional<Digest> pinned = std::nullopt) {
@@ -635,7 +649,6 @@ class StoreImageSource final : public executor::ImageSource {
     }
     auto stored = load_image(store_, *pinned);
     if (!stored) return std::optional<executor::SourceImage>();  // an index or foreign ref: pull
-    if (!platform.matches(stored->config.platform())) return std::optional<executor::SourceImage>();
     executor::SourceImage image{stored->manifest_digest, std::move(stored->config), stored->manifest.layers, {}};
     for (std::size_t i = 0; i < image.layers.size(); ++i) {
       auto snapshot = store_.snapshot(image.config.rootfs.diff_ids[i], image.layers[i].digest);

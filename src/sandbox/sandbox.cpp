@@ -200,10 +200,20 @@ Result<void> add_user_mounts(PreparedRun& run, const RunSpec& spec) {
   return {};
 }
 
-// The overlay's lower dirs as overlayfs is given them: absolute, each layer once.
-std::vector<std::string> lower_dir_strings(const OverlayRootfs& overlay) {
+// overlayfs stacks at most this many lower layers (OVL_MAX_STACK) and says only EINVAL past
+// it; Docker's overlay2 stops at 125 ("max depth exceeded").
+constexpr std::size_t kMaxOverlayLayers = 500;
+
+// The overlay's lower dirs as overlayfs is given them: absolute, each layer once; an error
+// saying so when there are more than overlayfs takes.
+Result<std::vector<std::string>> lower_dir_strings(const OverlayRootfs& overlay) {
   std::vector<std::string> lowers;
   for (const auto& lower : distinct_lower_dirs(overlay.lower_dirs)) lowers.push_back(lower.string());
+  if (lowers.size() > kMaxOverlayLayers) {
+    return sandbox_error(std::to_string(lowers.size()) + " layers are more than overlayfs stacks, at most " +
+                         std::to_string(kMaxOverlayLayers) +
+                         " (build with fewer layers, or set KILN_SNAPSHOTTER=copy, which has no such limit)");
+  }
   return lowers;
 }
 
@@ -284,7 +294,9 @@ Result<void> prepare_rootfs(PreparedRun& run, const RunSpec& spec) {
     return {};
   }
   const auto& overlay = std::get<OverlayRootfs>(spec.rootfs);
-  std::vector<std::string> lowers = lower_dir_strings(overlay);
+  auto distinct = lower_dir_strings(overlay);
+  if (!distinct) return distinct.error();
+  std::vector<std::string> lowers = std::move(distinct).value();
   if (lowers.empty()) {  // overlayfs needs a lower layer: an empty image is an empty one
     const fs::path empty = spec.state_dir / "empty-lower";
     if (auto made = make_directory(empty); !made) return sandbox_error(made.error().message);
@@ -734,7 +746,9 @@ Result<ExitStatus> run(const RunSpec& spec) {
 }
 
 Result<void> mount_overlay(const OverlayRootfs& overlay, const fs::path& target) {
-  const std::vector<std::string> lowers = lower_dir_strings(overlay);
+  const auto distinct = lower_dir_strings(overlay);
+  if (!distinct) return distinct.error();
+  const std::vector<std::string>& lowers = *distinct;
   if (mount_overlay_with_fsconfig(overlay, lowers, target)) return {};
   std::string options = overlay_options(lowers, overlay);
   if (overlay.upper_dir.empty()) options = options.substr(0, options.find(",upperdir="));

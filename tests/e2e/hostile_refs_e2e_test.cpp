@@ -191,5 +191,41 @@ TEST(HostileRefsE2E, AFileNameThatIsNotUtf8IsCopiedWithItsBytesAndCached) {
   expect_store_works(store.path());
 }
 
+
+// A base image for another platform: a registry's single-platform arm64 image is used (as
+// BuildKit does, after a warning), not refused with "no image stored"; a stored one the
+// registry cannot give for the build's platform says both platforms.
+TEST(HostileRefsE2E, ABaseForAnotherPlatformIsUsedWhenPulledAndNamedWhenOnlyStored) {
+  const std::string arm = world().registry.address() + "/test/arm:1";
+  {
+    ScratchDir layout;
+    const std::string image = (layout / "l").string();
+    must_run("skopeo copy --quiet --src-tls-verify=false docker://" + world().base + " oci:" + image + ":amd");
+    must_run("umoci config --image " + image + ":amd --architecture arm64 --tag arm");
+    must_run("skopeo copy --quiet --dest-tls-verify=false oci:" + image + ":arm docker://" + arm);
+  }
+  ScratchDir store, dir;
+  Canary canary;
+  const fs::path context = write_context(dir, {{"Dockerfile", "FROM " + arm + "\nCOPY f /f\n"}, {"f", "f\n"}});
+  const auto built = build(store.path(), "-t arm-child:1 " + context.string());
+  ASSERT_EQ(built.status, 0) << built.err;
+  EXPECT_NE(built.err.find("the image is for linux/arm64, not the requested linux/amd64"), std::string::npos)
+      << built.err;
+  EXPECT_EQ(json::parse(kiln_split(store.path(), "inspect arm-child:1").out)["Config"]["architecture"], "arm64");
+
+  // Only in the store, under a name no registry answers for.
+  const std::string gone = "127.0.0.1:1/gone/arm:1";
+  ASSERT_EQ(kiln_split(store.path(), "tag " + arm + " " + gone).status, 0);
+  const fs::path only_stored = write_context(dir, {{"Dockerfile", "FROM " + gone + "\nCOPY f /f\n"}});
+  const auto refused = build(store.path(), "-t gone-child:1 " + only_stored.string());
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.err.find(gone + " is stored for linux/arm64, not the build's linux/amd64, and pulling it for "
+                                    "linux/amd64 failed: "),
+            std::string::npos)
+      << refused.err;
+  canary.expect_untouched();
+  expect_store_works(store.path());
+}
+
 }  // namespace
 }  // namespace kiln::e2e

@@ -231,5 +231,66 @@ TEST(RepeatedLayersE2E, AnImageMadeElsewhereThatRepeatsALayerPullsRunsAndBuilds)
   EXPECT_EQ(total, distinct + 1);  // A twice, below the build's own two layers
 }
 
+
+// overlayfs stacks at most 500 layers and says only EINVAL past that: kiln says so, and how to
+// go on; the copy snapshotter has no such limit.
+TEST(RepeatedLayersE2E, MoreLayersThanOverlayfsStacksIsAClearErrorAndTheCopySnapshotterRunsThem) {
+  const ScratchDir work, store, context_dir;
+  const fs::path layout = work / "layout";
+  must_run("skopeo copy --quiet --src-tls-verify=false docker://" + world().base + " oci:" + layout.string() +
+           ":base");
+  std::ofstream(work / "deep.py") << R"PY(
+import hashlib, io, json, os, sys, tarfile
+layout = sys.argv[1]
+def blob_path(digest): return os.path.join(layout, "blobs", *digest.split(":"))
+def put_blob(data):
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    open(blob_path(digest), "wb").write(data)
+    return digest
+index = json.load(open(os.path.join(layout, "index.json")))
+manifest = json.loads(open(blob_path(index["manifests"][0]["digest"]), "rb").read())
+config = json.loads(open(blob_path(manifest["config"]["digest"]), "rb").read())
+for n in range(500):  # with the base's, 501 distinct layers
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = b"%d\n" % n
+        info = tarfile.TarInfo("layer-%d" % n); info.size = len(data); info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+    manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                               "digest": put_blob(raw.getvalue()), "size": len(raw.getvalue())})
+    config["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
+config.pop("history", None)
+config_bytes = json.dumps(config).encode()
+manifest["config"]["digest"] = put_blob(config_bytes); manifest["config"]["size"] = len(config_bytes)
+manifest_bytes = json.dumps(manifest).encode()
+index["manifests"] = [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put_blob(manifest_bytes),
+                       "size": len(manifest_bytes), "annotations": {"io.containerd.image.name": "test/deep:1"}}]
+json.dump(index, open(os.path.join(layout, "index.json"), "w"))
+)PY";
+  must_run("python3 " + (work / "deep.py").string() + " " + layout.string() + " && tar -C " + layout.string() +
+           " -cf " + (work / "deep.tar").string() + " .");
+  const auto loaded = kiln_split(store.path(), "load -i " + (work / "deep.tar").string());
+  ASSERT_EQ(loaded.status, 0) << loaded.err;
+
+  const std::string limit = "501 layers are more than overlayfs stacks, at most 500 (build with fewer layers, or set "
+                            "KILN_SNAPSHOTTER=copy, which has no such limit)";
+  const auto ran = kiln_split(store.path(), "run --rm test/deep:1 cat /layer-499");
+  EXPECT_NE(ran.status, 0);
+  EXPECT_NE(ran.err.find(limit), std::string::npos) << ran.err;
+  std::ofstream(context_dir / "Dockerfile") << "FROM test/deep:1\nRUN cat /layer-0 /layer-499 > /both\n";
+  const auto built = kiln_split(store.path(), "build --progress plain -t test/deeper:1 " + context_dir.path().string());
+  EXPECT_NE(built.status, 0);
+  EXPECT_NE(built.err.find(limit), std::string::npos) << built.err;
+
+  const std::string copy = kNoCredentials + " KILN_SNAPSHOTTER=copy";
+  const auto ran_copy = kiln_split(store.path(), "run --rm test/deep:1 cat /layer-0 /layer-499", copy);
+  EXPECT_EQ(ran_copy.out, "0\n499\n") << ran_copy.err;
+  const auto built_copy =
+      kiln_split(store.path(), "build --progress plain -t test/deeper:1 " + context_dir.path().string(), copy);
+  ASSERT_EQ(built_copy.status, 0) << built_copy.err;
+  EXPECT_EQ(kiln_split(store.path(), "run --rm test/deeper:1 cat /both", copy).out, "0\n499\n");
+  EXPECT_EQ(kiln_split(store.path(), "images").status, 0);
+}
+
 }  // namespace
 }  // namespace kiln::e2e
