@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <utility>
@@ -95,7 +96,10 @@ Result<OutputFile> OutputFile::create(const std::string& dest, mode_t mode) {
       out.temp_name_ = std::move(name).value();
       return out;
     }
-    if (errno != EEXIST) return sys_error("create", (path.parent_path() / *name).string());
+    if (errno != EEXIST) {
+      // The temporary name means nothing to the user: say what was to be written.
+      return Error{"cannot write " + dest + ": creating a file beside it in " + dir + ": " + std::strerror(errno)};
+    }
   }
   return Error{"create a temporary file in " + dir + ": every random name was taken"};
 }

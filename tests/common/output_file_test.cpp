@@ -81,6 +81,15 @@ TEST(OutputFile, AMissingDirectoryIsNamed) {
   EXPECT_EQ(out.error().message, "invalid output path: directory \"" + missing.string() + "\" does not exist");
 }
 
+// /proc/version is a regular file in a directory where nothing can be created: the error
+// names what was to be written, not the temporary file kiln tried first.
+TEST(OutputFile, ADirectoryThatTakesNoNewFileNamesTheDestination) {
+  auto out = OutputFile::create("/proc/version");
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.error().message.rfind("cannot write /proc/version: creating a file beside it in /proc: ", 0), 0u)
+      << out.error().message;
+}
+
 TEST(OutputFile, EveryFailureLeavesNoTemporaryAndTheDestinationUntouched) {
   testing::TempDir dir;
   const fs::path dest = dir.path() / "out";
