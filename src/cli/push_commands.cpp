@@ -154,6 +154,15 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
   if (!target.ok()) return fail(target.error().message);
   if (!target->has_value()) return fail("no such image: " + args.source);
 
+  // Checked before anything is pushed, as `kiln build` does: a bad path fails fast.
+  std::optional<OutputFile> iidfile, metadata_file;
+  for (auto [path, file] : {std::pair{&args.iidfile, &iidfile}, std::pair{&args.metadata_file, &metadata_file}}) {
+    if (path->empty()) continue;
+    auto created = OutputFile::create(*path);
+    if (!created.ok()) return fail(created.error().message);
+    file->emplace(std::move(created).value());
+  }
+
   push::PushOptions options;
   options.registry.insecure_registries = args.insecure_registries;
   if (args.format == "oci") options.format = oci::MediaTypeFlavor::oci;
@@ -174,13 +183,13 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
   if (!pushed.ok()) return fail(pushed.error().message);
   std::printf("Digest: %s\n", pushed->manifest_digest.str().c_str());
 
-  if (!args.iidfile.empty()) {
+  if (iidfile) {
     // As buildx with a push: the digest of the pushed manifest.
-    if (auto written = replace_file(args.iidfile, pushed->manifest_digest.str()); !written.ok()) {
+    if (auto written = write_and_commit(*iidfile, pushed->manifest_digest.str()); !written.ok()) {
       return fail(written.error().message);
     }
   }
-  if (!args.metadata_file.empty()) {
+  if (metadata_file) {
     std::string names;
     for (const auto& name : pushed->references) names += (names.empty() ? "" : ",") + name;
     const json metadata = {
@@ -190,7 +199,7 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
         {"containerimage.digest", pushed->manifest_digest.str()},
         {"image.name", names},
     };
-    if (auto written = replace_file(args.metadata_file, metadata.dump(2) + "\n"); !written.ok()) {
+    if (auto written = write_and_commit(*metadata_file, metadata.dump(2) + "\n"); !written.ok()) {
       return fail(written.error().message);
     }
   }

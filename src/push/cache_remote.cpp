@@ -14,6 +14,7 @@
 #include "oci/image.h"
 #include "oci/media_types.h"
 #include "common/fd.h"
+#include "common/output_file.h"
 #include "push/recompress.h"
 #include "push/registry_access.h"
 
@@ -135,20 +136,6 @@ Result<std::string> read_layout_blob(const fs::path& dir, const Digest& digest) 
   if (!*bytes) return Error{"blob " + digest.str() + " is missing (" + path.string() + ")"};
   if (Digest::sha256_of(**bytes) != digest) return Error{"blob " + digest.str() + " does not match its digest"};
   return std::move(**bytes);
-}
-
-// Writes `bytes` to a temporary file in `path`'s directory, fsyncs it and renames it to
-// `path`: readers see the old file or the new one, never a part.
-Result<void> replace_file(const fs::path& path, std::string_view bytes) {
-  std::string temporary = path.string() + ".tmp-XXXXXX";
-  UniqueFd fd(::mkstemp(temporary.data()));
-  if (!fd) return sys_error("mkstemp", temporary);
-  auto written = write_all(fd.get(), bytes.data(), bytes.size(), temporary);
-  if (written && ::fchmod(fd.get(), 0644) != 0) written = sys_error("fchmod", temporary);
-  if (written && ::fsync(fd.get()) != 0) written = sys_error("fsync", temporary);
-  if (written && ::rename(temporary.c_str(), path.c_str()) != 0) written = sys_error("rename", path.string());
-  if (!written) ::unlink(temporary.c_str());
-  return written;
 }
 
 // Copies the stored blob `digest` into the layout unless the layout has it: the same
@@ -416,7 +403,7 @@ Result<Digest> export_cache_layout(cache::Store& store, const std::vector<CacheR
     if (auto copied = copy_blob_to_layout(store, blob, dir); !copied) return layout_error(dir, copied.error().message);
   }
   if (auto layout = read_optional_file(dir / "oci-layout"); !layout || !*layout) {
-    if (auto written = replace_file(dir / "oci-layout", kLayoutFile); !written) return layout_error(dir, written.error().message);
+    if (auto written = replace_file((dir / "oci-layout").string(), kLayoutFile, 0644); !written) return layout_error(dir, written.error().message);
   }
   oci::Descriptor entry;
   entry.media_type = std::string(oci::kOciManifest);
@@ -424,7 +411,7 @@ Result<Digest> export_cache_layout(cache::Store& store, const std::vector<CacheR
   entry.size = static_cast<std::int64_t>(manifest_bytes->size());
   oci::Index index;
   index.manifests.push_back(std::move(entry));
-  if (auto written = replace_file(dir / "index.json", index.to_json(oci::MediaTypeFlavor::oci)); !written) {
+  if (auto written = replace_file((dir / "index.json").string(), index.to_json(oci::MediaTypeFlavor::oci), 0644); !written) {
     return layout_error(dir, written.error().message);
   }
   return *manifest_digest;

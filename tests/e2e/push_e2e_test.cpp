@@ -463,6 +463,18 @@ TEST(PushE2E, RefusalsNameTheRegistryAndRepository) {
   const auto nothing = kiln(store.path(), "push example.com/not/stored:1");
   EXPECT_EQ(nothing.status, 1);
   EXPECT_NE(nothing.output.find("no such image: example.com/not/stored:1"), std::string::npos) << nothing.output;
+  // An --iidfile or --metadata-file that cannot be written is refused before anything is pushed.
+  for (const std::string flag : {"--iidfile", "--metadata-file"}) {
+    const auto unwritable = kiln(store.path(), "push " + flag + " /nonexistent/dir/out " + kImage + " " +
+                                                   registry.address() + "/early/app:1");
+    EXPECT_EQ(unwritable.status, 1);
+    EXPECT_NE(unwritable.output.find("invalid output path: directory \"/nonexistent/dir\" does not exist"),
+              std::string::npos)
+        << unwritable.output;
+  }
+  EXPECT_NE(testing::run_command("skopeo inspect --tls-verify=false docker://" + registry.address() + "/early/app:1")
+                .status,
+            0);
 }
 
 TEST(PushE2E, ZstdIsMadeOnceAndDockerFormatIsDockers) {
