@@ -348,22 +348,6 @@ class ScratchSpace {
   fs::path dir_;  // empty once moved from
 };
 
-// Copies everything left on stdin into the new file `path`.
-Result<void> save_stdin(const fs::path& path) {
-  UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!out) return sys_error("open", path.string());
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error("read", "stdin");
-    if (n == 0) return {};
-    if (auto written = write_all(out.get(), buffer, static_cast<std::size_t>(n), path.string()); !written) {
-      return written;
-    }
-  }
-}
-
 // A tar entry name made safe to extract under `root`: relative, no `..`; else an error.
 Result<fs::path> contained_path(const fs::path& root, const char* name) {
   if (name == nullptr) return Error{"context archive: an entry without a name"};
@@ -374,16 +358,47 @@ Result<fs::path> contained_path(const fs::path& root, const char* name) {
   return root / relative;
 }
 
-// Extracts the tar (plain, gzip, bzip2, xz or zstd) `archive_path` into the empty
-// directory `dest`, or returns false without writing anything when the file is not a tar
-// at all (docker's rule for stdin: then it is a Dockerfile). Entries are confined to
-// `dest`: absolute names and `..` are refused and nothing is written through a symlink
-// (ARCHIVE_EXTRACT_SECURE_SYMLINKS); devices are skipped and owners are not restored
-// (neither is part of what COPY takes from a context).
-Result<bool> extract_if_archive(const fs::path& archive_path, const fs::path& dest) {
-  struct stat info{};
-  if (::stat(archive_path.c_str(), &info) != 0) return sys_error("stat", archive_path.string());
-  if (info.st_size == 0) return false;
+// libarchive reads the stream through this, and while it has not yet found a first tar
+// header every byte is kept: if the stream is no tar, those bytes begin the Dockerfile.
+struct SniffedStream {
+  int fd = -1;
+  std::string_view shown;
+  bool deciding = true;
+  std::string seen;              // what was read while deciding
+  std::optional<Error> failure;  // a read error, or too much seen without a tar header
+  std::array<char, 65536> buffer;
+};
+
+la_ssize_t read_sniffed(archive* reader, void* user, const void** block) {
+  auto* stream = static_cast<SniffedStream*>(user);
+  ssize_t n;
+  do n = ::read(stream->fd, stream->buffer.data(), stream->buffer.size());
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    stream->failure = sys_error("read", std::string(stream->shown));
+  } else if (stream->deciding && stream->seen.size() + static_cast<std::size_t>(n) > kSmallFileLimit) {
+    // A Dockerfile is at most kSmallFileLimit: a stream that is no tar by then is neither.
+    stream->failure = Error{"cannot read " + std::string(stream->shown) + ": no tar header and larger than the " +
+                            std::to_string(kSmallFileLimit >> 20) + " MiB a Dockerfile may be"};
+  }
+  if (stream->failure) {
+    archive_set_error(reader, EIO, "%s", stream->failure->message.c_str());
+    return -1;
+  }
+  if (stream->deciding) stream->seen.append(stream->buffer.data(), static_cast<std::size_t>(n));
+  *block = stream->buffer.data();
+  return n;
+}
+
+// Extracts the tar (plain, gzip, bzip2, xz or zstd) read from `fd` into the empty directory
+// `dest` as it streams (nothing is copied first: a context of any size costs its size once),
+// or, when the stream is not a tar at all (docker's rule for stdin: then it is a
+// Dockerfile), returns its text, at most kSmallFileLimit. nullopt after an extraction.
+// Entries are confined to `dest`: absolute names and `..` are refused and nothing is
+// written through a symlink (ARCHIVE_EXTRACT_SECURE_SYMLINKS); devices are skipped and
+// owners are not restored (neither is part of what COPY takes from a context). `shown`
+// names the stream in errors as the user knows it ("stdin", the URL).
+Result<std::optional<std::string>> extract_or_read_dockerfile(int fd, std::string_view shown, const fs::path& dest) {
   std::unique_ptr<archive, decltype(&archive_read_free)> reader(archive_read_new(), archive_read_free);
   std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_disk_new(), archive_write_free);
   if (!reader || !writer) return Error{"context archive: out of memory"};
@@ -392,17 +407,29 @@ Result<bool> extract_if_archive(const fs::path& archive_path, const fs::path& de
   archive_read_support_format_gnutar(reader.get());
   archive_write_disk_set_options(writer.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
                                                    ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT);
-  if (archive_read_open_filename(reader.get(), archive_path.c_str(), 65536) != ARCHIVE_OK) return false;
+  SniffedStream stream;
+  stream.fd = fd;
+  stream.shown = shown;
+  // Not a tar: unless reading failed, what was seen and the rest are the Dockerfile.
+  const auto as_dockerfile = [&]() -> Result<std::optional<std::string>> {
+    if (stream.failure) return *stream.failure;
+    auto text = read_capped(fd, kSmallFileLimit, shown, std::move(stream.seen));
+    if (!text) return text.error();
+    return std::optional<std::string>(std::move(text).value());
+  };
+  if (archive_read_open(reader.get(), &stream, nullptr, read_sniffed, nullptr) != ARCHIVE_OK) return as_dockerfile();
   bool first = true;
   for (;;) {
     archive_entry* entry = nullptr;
     const int status = archive_read_next_header(reader.get(), &entry);
-    if (status == ARCHIVE_EOF) return true;
+    if (status == ARCHIVE_EOF) return std::optional<std::string>();
     if (status < ARCHIVE_WARN) {
-      if (first) return false;  // not a tar: the caller reads it as a Dockerfile
+      if (first) return as_dockerfile();  // not a tar
       return Error{std::string("context archive: ") + archive_error_string(reader.get())};
     }
     first = false;
+    stream.deciding = false;
+    stream.seen.clear();
     const auto type = archive_entry_filetype(entry);
     if (type == AE_IFCHR || type == AE_IFBLK) continue;
     auto target = contained_path(dest, archive_entry_pathname(entry));
@@ -442,24 +469,20 @@ struct BuildInput {
   fs::path dockerfile_path;                    // for <Dockerfile>.dockerignore; empty from stdin
 };
 
-// The context when it came as one file (stdin, an http URL): a tar becomes the context
-// directory, anything else is the Dockerfile of a build with no context. `shown` names
-// the file in errors as the user knows it ("stdin", the URL), never the scratch copy.
-Result<BuildInput> input_from_file(const fs::path& file, std::string_view shown, const ScratchSpace& scratch) {
+// The context when it came as one stream (stdin, an http URL's file): a tar becomes the
+// context directory, anything else is the Dockerfile of a build with no context. `shown`
+// names the stream in errors as the user knows it ("stdin", the URL), never a scratch copy.
+Result<BuildInput> input_from_stream(int fd, std::string_view shown, const ScratchSpace& scratch) {
   auto dir = scratch.subdir("context");
   if (!dir) return dir.error();
-  auto extracted = extract_if_archive(file, *dir);
-  if (!extracted) return extracted.error();
+  auto dockerfile = extract_or_read_dockerfile(fd, shown, *dir);
+  if (!dockerfile) return dockerfile.error();
   BuildInput input;
-  if (*extracted) {
+  if (!*dockerfile) {
     input.context_dir = *dir;
-    return input;
+  } else {
+    input.dockerfile_text = std::move(**dockerfile);
   }
-  UniqueFd saved(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!saved) return sys_error("open", file.string());
-  auto text = read_capped(saved.get(), kSmallFileLimit, shown);
-  if (!text) return text.error();
-  input.dockerfile_text = std::move(text).value();
   return input;
 }
 
@@ -529,9 +552,7 @@ Result<BuildInput> prepare_input(const BuildArgs& args, const ScratchSpace& scra
   BuildInput input;
   bool local_context = false;
   if (args.context == "-") {
-    const fs::path saved = scratch.dir() / "stdin";
-    if (auto r = save_stdin(saved); !r) return r.error();
-    auto from_stdin = input_from_file(saved, "stdin", scratch);
+    auto from_stdin = input_from_stream(STDIN_FILENO, "stdin", scratch);
     if (!from_stdin) return from_stdin.error();
     input = std::move(from_stdin).value();
     if (!input.context_dir) {
@@ -546,7 +567,10 @@ Result<BuildInput> prepare_input(const BuildArgs& args, const ScratchSpace& scra
   } else if (executor::classify_add_source(args.context) == executor::AddSourceKind::http) {
     auto fetched = executor::fetch_http(args.context, scratch.dir(), {});
     if (!fetched) return Error{"unable to prepare context: " + fetched.error().message};
-    auto from_url = input_from_file(fetched->dir / fetched->name, args.context, scratch);
+    const fs::path file = fetched->dir / fetched->name;
+    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return sys_error("open", file.string());
+    auto from_url = input_from_stream(fd.get(), args.context, scratch);
     if (!from_url) return from_url.error();
     input = std::move(from_url).value();
     if (!input.context_dir) return input;

@@ -96,8 +96,8 @@ constexpr int kProbeReadFlags = O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
 
 }  // namespace
 
-Result<std::string> read_capped(int fd, std::size_t max_bytes, std::string_view path) {
-  std::string text;
+Result<std::string> read_capped(int fd, std::size_t max_bytes, std::string_view path, std::string already) {
+  std::string text = std::move(already);
   char buffer[65536];
   for (;;) {
     const ssize_t got = ::read(fd, buffer, sizeof buffer);
@@ -106,7 +106,7 @@ Result<std::string> read_capped(int fd, std::size_t max_bytes, std::string_view 
       return cannot_read(path, errno);
     }
     if (got == 0) return text;
-    if (static_cast<std::size_t>(got) > max_bytes - text.size()) {
+    if (text.size() > max_bytes || static_cast<std::size_t>(got) > max_bytes - text.size()) {
       const bool whole_mebibytes = max_bytes % (std::size_t{1} << 20) == 0;
       const std::string limit = whole_mebibytes ? std::to_string(max_bytes >> 20) + " MiB"
                                                 : std::to_string(max_bytes) + " bytes";

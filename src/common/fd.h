@@ -73,9 +73,10 @@ inline constexpr std::size_t kSmallFileLimit = std::size_t{16} << 20;
 /// Reads `fd` from its offset to the end, refusing to hold more than `max_bytes`: for
 /// streams (stdin), where a type check means nothing. Retries EINTR. Errors, with `path`
 /// naming the source: "cannot read <path>: <strerror>" and
-/// "cannot read <path>: larger than the <N> MiB limit" (errno EFBIG). Not thread-safe for
-/// one `fd`.
-Result<std::string> read_capped(int fd, std::size_t max_bytes, std::string_view path);
+/// "cannot read <path>: larger than the <N> MiB limit" (errno EFBIG). `already`: bytes of
+/// the same stream read before (they count towards the cap and start the result). Not
+/// thread-safe for one `fd`.
+Result<std::string> read_capped(int fd, std::size_t max_bytes, std::string_view path, std::string already = {});
 
 /// Reads the whole of the small regular file `path`, the caller's own path (symlinks
 /// followed), as read_small_file_in_root() does once it is open. Thread-safe.

@@ -160,7 +160,21 @@ TEST_F(HostileContextTest, SpecialFilesAndHugeFilesAreRefusedByTypeAndSize) {
   EXPECT_EQ(env_file.status, 125) << env_file.err;  // docker run's own failure; 124 would be the timeout
   EXPECT_NE(env_file.err.find("cannot read /dev/zero: not a regular file (a character device)"), std::string::npos)
       << env_file.err;
-  for (const auto* outcome : {&waited, &ignore, &linked_zero, &device, &too_big, &env_file}) {
+  // Endless streams on stdin: read as they come, never saved whole first. Zeros are an empty
+  // tar (no Dockerfile in it); random bytes are no tar, so a Dockerfile, and capped as one.
+  const auto from_stdin = [&](const std::string& device) {
+    const ScratchDir dir;
+    const auto outcome = testing::run_command(kNoCredentials + " timeout 120 " + KILN_BINARY + " --root " + store() +
+                                              " build --progress plain - < " + device + " 2>" + (dir / "err").string());
+    return SplitOutcome{outcome.output, testing::read_file(dir / "err"), outcome.status};
+  };
+  const auto zeros = from_stdin("/dev/zero");
+  EXPECT_EQ(zeros.status, 1) << zeros.err;
+  EXPECT_NE(zeros.err.find("cannot read Dockerfile: No such file or directory"), std::string::npos) << zeros.err;
+  const auto noise = from_stdin("/dev/urandom");
+  EXPECT_EQ(noise.status, 1) << noise.err;
+  EXPECT_NE(noise.err.find("cannot read stdin: larger than the 16 MiB limit"), std::string::npos) << noise.err;
+  for (const auto* outcome : {&waited, &ignore, &linked_zero, &device, &too_big, &env_file, &zeros, &noise}) {
     expect_canary_untouched(*outcome);
   }
   expect_store_still_works();

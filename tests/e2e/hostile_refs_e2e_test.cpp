@@ -197,13 +197,7 @@ TEST(HostileRefsE2E, AFileNameThatIsNotUtf8IsCopiedWithItsBytesAndCached) {
 // registry cannot give for the build's platform says both platforms.
 TEST(HostileRefsE2E, ABaseForAnotherPlatformIsUsedWhenPulledAndNamedWhenOnlyStored) {
   const std::string arm = world().registry.address() + "/test/arm:1";
-  {
-    ScratchDir layout;
-    const std::string image = (layout / "l").string();
-    must_run("skopeo copy --quiet --src-tls-verify=false docker://" + world().base + " oci:" + image + ":amd");
-    must_run("umoci config --image " + image + ":amd --architecture arm64 --tag arm");
-    must_run("skopeo copy --quiet --dest-tls-verify=false oci:" + image + ":arm docker://" + arm);
-  }
+  reconfigure_image("docker://" + world().base, "docker://" + arm, "--architecture arm64");
   ScratchDir store, dir;
   Canary canary;
   const fs::path context = write_context(dir, {{"Dockerfile", "FROM " + arm + "\nCOPY f /f\n"}, {"f", "f\n"}});
