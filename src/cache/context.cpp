@@ -698,7 +698,8 @@ std::string relative_destination(const SourceMatch& match, const ContextEntry& e
   return below.empty() ? kept : join(kept, below);
 }
 
-Result<std::optional<IgnoreFile>> read_ignore_file(const fs::path& context_dir, const fs::path& dockerfile) {
+Result<std::optional<IgnoreFile>> read_ignore_file(const fs::path& context_dir, const fs::path& dockerfile,
+                                                   const fs::path& shown_dir) {
   UniqueFd root(::open(context_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) return sys_error("open", context_dir.string());
   struct Candidate {
@@ -710,9 +711,10 @@ Result<std::optional<IgnoreFile>> read_ignore_file(const fs::path& context_dir, 
   if (!dockerfile.empty()) {
     const std::string name = dockerfile.filename().string() + ".dockerignore";
     const fs::path beside = dockerfile.parent_path() / name;
-    candidates.push_back({path_within(context_dir, beside), beside.string(), name});
+    const auto in_context = path_within(context_dir, beside);
+    candidates.push_back({in_context, in_context ? (shown_dir / *in_context).string() : beside.string(), name});
   }
-  candidates.push_back({".dockerignore", (context_dir / ".dockerignore").string(), ".dockerignore"});
+  candidates.push_back({".dockerignore", (shown_dir / ".dockerignore").string(), ".dockerignore"});
   for (const Candidate& candidate : candidates) {
     auto text = candidate.in_context ? read_small_file_in_root(root.get(), *candidate.in_context, candidate.shown)
                                      : read_small_file(candidate.shown);

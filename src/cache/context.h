@@ -164,13 +164,16 @@ std::string relative_destination(const SourceMatch& match, const ContextEntry& e
 /// Both are resolved inside `context_dir` (read_small_file_in_root): a symlink that leaves
 /// the context reads nothing outside it (a missing file, then); only a Dockerfile outside
 /// the context (the user's own `-f` file) has its ignore file read as the host path beside
-/// it. Special files and files over kSmallFileLimit are errors ("cannot read <path>: ...").
+/// it. Special files and files over kSmallFileLimit are errors ("cannot read <path>: ..."),
+/// where a file in the context is named under `shown_dir` (the context as the user gave
+/// it; empty for one kiln unpacked, whose scratch path means nothing to them).
 struct IgnoreFile {
   std::string name;
   std::string text;
 };
 Result<std::optional<IgnoreFile>> read_ignore_file(const std::filesystem::path& context_dir,
-                                                   const std::filesystem::path& dockerfile);
+                                                   const std::filesystem::path& dockerfile,
+                                                   const std::filesystem::path& shown_dir);
 
 /// How much work hash_selection() did: an unchanged context re-hashed reads nothing.
 struct HashStats {

@@ -467,6 +467,9 @@ struct BuildInput {
   std::string dockerfile_text;
   std::string dockerfile_name = "Dockerfile";  // labels errors: `Dockerfile:3:1: ...`
   fs::path dockerfile_path;                    // for <Dockerfile>.dockerignore; empty from stdin
+  // How errors name files in the context: under the directory the user gave, or bare
+  // (".dockerignore") in a context kiln fetched or unpacked, whose path means nothing to them.
+  fs::path shown_dir;
 };
 
 // The context when it came as one stream (stdin, an http URL's file): a tar becomes the
@@ -511,16 +514,15 @@ std::optional<std::string> dockerfile_in_context(const BuildArgs& args, bool loc
 // context is read as the user's own path. Every read is capped (kSmallFileLimit) and
 // refuses special files, so neither a FIFO nor /dev/zero can hang or exhaust the build.
 Result<void> read_dockerfile(const BuildArgs& args, bool local_context, BuildInput& input) {
+  const fs::path& context = *input.context_dir;
+  input.shown_dir = local_context ? context : fs::path();
   if (args.file == "-") {
     auto text = read_capped(STDIN_FILENO, kSmallFileLimit, "stdin");
     if (!text) return text.error();
     input.dockerfile_text = std::move(text).value();
     return {};
   }
-  const fs::path& context = *input.context_dir;
-  // How errors name files in the context: under the directory the user gave, or bare
-  // ("Dockerfile") in a context kiln fetched or unpacked, whose path means nothing to them.
-  const fs::path shown_dir = local_context ? context : fs::path();
+  const fs::path& shown_dir = input.shown_dir;
   std::optional<std::string> relative = dockerfile_in_context(args, local_context, context);
   auto text = relative ? read_in_context(context, *relative, shown_dir) : read_small_file(args.file);
   if (!text && errno == ENOENT && args.file.empty()) {
@@ -1072,7 +1074,7 @@ int run_build(const GlobalOptions& global, const BuildArgs& args) {
   std::unique_ptr<executor::IgnoreRules> ignore;
   if (input->context_dir) {
     const executor::VertexId vertex = progress.start("[internal] load .dockerignore");
-    auto ignore_file = cache::read_ignore_file(*input->context_dir, input->dockerfile_path);
+    auto ignore_file = cache::read_ignore_file(*input->context_dir, input->dockerfile_path, input->shown_dir);
     if (!ignore_file) return build_failed(progress, ignore_file.error().message);
     if (*ignore_file) {
       auto rules = parser::DockerIgnore::parse((*ignore_file)->text, (*ignore_file)->name);

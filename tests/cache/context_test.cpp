@@ -248,27 +248,39 @@ TEST_F(ContextTest, DockerignoreExclusionsAndExceptions) {
 
 TEST_F(ContextTest, DockerfileSpecificIgnoreFileWins) {
   write(ctx_ / ".dockerignore", "a.txt\n");
-  auto plain = read_ignore_file(ctx_, ctx_ / "Dockerfile");
+  auto plain = read_ignore_file(ctx_, ctx_ / "Dockerfile", ctx_);
   ASSERT_TRUE(plain.ok());
   ASSERT_TRUE(plain->has_value());
   EXPECT_EQ((*plain)->name, ".dockerignore");
   EXPECT_EQ((*plain)->text, "a.txt\n");
 
   write(ctx_ / "docker/app.Dockerfile.dockerignore", "b.txt\n");
-  auto specific = read_ignore_file(ctx_, ctx_ / "docker/app.Dockerfile");
+  auto specific = read_ignore_file(ctx_, ctx_ / "docker/app.Dockerfile", ctx_);
   ASSERT_TRUE(specific.ok());
   ASSERT_TRUE(specific->has_value());
   EXPECT_EQ((*specific)->name, "app.Dockerfile.dockerignore");
   EXPECT_EQ((*specific)->text, "b.txt\n");
 
-  auto from_stdin = read_ignore_file(ctx_, "");
+  auto from_stdin = read_ignore_file(ctx_, "", ctx_);
   ASSERT_TRUE(from_stdin.ok());
   EXPECT_EQ((*from_stdin)->name, ".dockerignore");
 
   TempDir empty;
-  auto none = read_ignore_file(empty.path(), empty / "Dockerfile");
+  auto none = read_ignore_file(empty.path(), empty / "Dockerfile", empty.path());
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
+}
+
+// Errors name the file as the user knows it: under the context they gave, or bare in a
+// context kiln unpacked (a stdin tar), never under kiln's scratch directory.
+TEST_F(ContextTest, IgnoreFileErrorsNameThePathAsTheUserKnowsIt) {
+  fs::create_directories(ctx_ / ".dockerignore");
+  auto given = read_ignore_file(ctx_, ctx_ / "Dockerfile", "/home/me/app");
+  ASSERT_FALSE(given.ok());
+  EXPECT_EQ(given.error().message, "cannot read /home/me/app/.dockerignore: Is a directory");
+  auto unpacked = read_ignore_file(ctx_, ctx_ / "Dockerfile", "");
+  ASSERT_FALSE(unpacked.ok());
+  EXPECT_EQ(unpacked.error().message, "cannot read .dockerignore: Is a directory");
 }
 
 TEST_F(ContextTest, SourcesOutsideTheContextAreRefused) {
