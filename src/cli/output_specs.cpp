@@ -31,6 +31,9 @@ std::vector<std::string> split_csv(std::string_view text) {
 
 Result<OutputSpec> parse_output(const std::string& value, bool stdout_is_terminal) {
   OutputSpec output;
+  // Not the current directory by accident: `-o ""` would otherwise pass as a local output
+  // with no directory and fail only after the build (found by fuzz/output_spec_fuzz).
+  if (value.empty()) return Error{"invalid --output \"\": dest is required"};
   // buildx: a value without `=` is a local directory, `-` a tar on stdout.
   if (value.find('=') == std::string::npos) {
     output.kind = value == "-" ? OutputSpec::Kind::tar : OutputSpec::Kind::local;

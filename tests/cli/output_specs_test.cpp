@@ -21,6 +21,13 @@ TEST(ParseOutput, ArchiveWithoutDestGoesToStdoutUnlessATerminal) {
   EXPECT_EQ(terminal.error().message, "invalid --output \"type=oci\": dest is required");
 }
 
+// `-o ""` passed as a local output with no directory (found by fuzz/output_spec_fuzz).
+TEST(ParseOutput, EmptyValueIsRefused) {
+  auto output = parse_output("", false);
+  ASSERT_FALSE(output.ok());
+  EXPECT_EQ(output.error().message, "invalid --output \"\": dest is required");
+}
+
 TEST(ParseCacheSpec, FieldsAreSplitAsCsvLikeOutputs) {
   auto spec = parse_cache_spec(R"(type=local,"dest=out,dir",mode=max)", /*export_side=*/true);
   ASSERT_TRUE(spec.ok()) << spec.error().message;
