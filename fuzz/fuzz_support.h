@@ -32,8 +32,9 @@ namespace fs = std::filesystem;
 /// print on most inputs and drown libFuzzer's own lines.
 inline void silence_logs() { spdlog::set_level(spdlog::level::off); }
 
-/// /tmp/kiln-fuzz-<target>.<pid>: made once per process (a stale one of a dead process with
-/// the same pid is emptied first), holding nothing but what one input works in.
+/// $TMPDIR/kiln-fuzz-<target>.<pid>: made once per process (a stale one of a dead process
+/// with the same pid is emptied first), holding nothing but what one input works in, and
+/// removed when the run ends normally (-max_total_time, -runs).
 inline const fs::path& process_dir(std::string_view target) {
   static const fs::path dir = [&] {
     fs::path path = fs::temp_directory_path() / ("kiln-fuzz-" + std::string(target) + "." + std::to_string(::getpid()));
@@ -42,6 +43,11 @@ inline const fs::path& process_dir(std::string_view target) {
     if (!fs::create_directory(path, error)) fail("mkdir " + path.string() + ": " + error.message());
     return path;
   }();
+  static const bool cleaned_at_exit = std::atexit([] {
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+  }) == 0;
+  (void)cleaned_at_exit;
   return dir;
 }
 
