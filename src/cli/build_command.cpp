@@ -33,6 +33,7 @@
 #include "cache/context.h"
 #include "cache/store.h"
 #include "cli/commands.h"
+#include "cli/output_specs.h"
 #include "cli/remote_cache.h"
 #include "cli/stored_images.h"
 #include "common/fd.h"
@@ -89,23 +90,6 @@ struct BuildArgs {
 };
 
 // ---- option values ------------------------------------------------------------------------
-
-// Splits buildx's CSV option values (`type=local,dest=out`); a field in double quotes may
-// hold commas.
-std::vector<std::string> split_csv(std::string_view text) {
-  std::vector<std::string> fields(1);
-  bool quoted = false;
-  for (char c : text) {
-    if (c == '"') {
-      quoted = !quoted;
-    } else if (c == ',' && !quoted) {
-      fields.emplace_back();
-    } else {
-      fields.back() += c;
-    }
-  }
-  return fields;
-}
 
 // `K=V` pairs of a repeated flag; with `from_environment`, a bare `K` takes K's value from
 // the environment and is left out when K is not set there (docker's --build-arg rule).
@@ -249,72 +233,6 @@ Result<planner::Ulimit> parse_ulimit(const std::string& text) {
   ulimit.soft = *soft;
   ulimit.hard = *hard;
   return ulimit;
-}
-
-// One `-o/--output`.
-struct OutputSpec {
-  enum class Kind { image, oci, docker, local, tar };
-  Kind kind = Kind::image;
-  std::string dest;                // oci, docker, tar: a file or "-"; local: a directory
-  std::vector<std::string> names;  // image, oci, docker: name=... (default: the -t tags)
-  bool push = false;               // image: push=true
-};
-
-Result<OutputSpec> parse_output(const std::string& value) {
-  OutputSpec output;
-  // buildx: a value without `=` is a local directory, `-` a tar on stdout.
-  if (value.find('=') == std::string::npos) {
-    output.kind = value == "-" ? OutputSpec::Kind::tar : OutputSpec::Kind::local;
-    output.dest = value;
-    return output;
-  }
-  std::string type;
-  for (const std::string& field : split_csv(value)) {
-    const auto equals = field.find('=');
-    const std::string key = field.substr(0, equals);
-    const std::string val = equals == std::string::npos ? "" : field.substr(equals + 1);
-    if (key == "type") {
-      type = val;
-    } else if (key == "dest") {
-      output.dest = val;
-    } else if (key == "name") {
-      for (const std::string& name : split_csv(val)) {
-        if (!name.empty()) output.names.push_back(name);
-      }
-    } else if (key == "push") {
-      output.push = val.empty() || val == "true";
-    }
-    // Other exporter attributes (compression, oci-mediatypes, ...) are not supported yet
-    // and do not change what kiln writes.
-  }
-  if (type == "image") {
-    output.kind = OutputSpec::Kind::image;
-  } else if (type == "registry") {
-    output.kind = OutputSpec::Kind::image;
-    output.push = true;
-  } else if (type == "oci") {
-    output.kind = OutputSpec::Kind::oci;
-  } else if (type == "docker") {
-    output.kind = OutputSpec::Kind::docker;
-  } else if (type == "local") {
-    output.kind = OutputSpec::Kind::local;
-  } else if (type == "tar") {
-    output.kind = OutputSpec::Kind::tar;
-  } else {
-    return Error{"invalid --output \"" + value + "\": unsupported type \"" + type +
-                 "\" (image, registry, oci, docker, local or tar)"};
-  }
-  if (output.kind != OutputSpec::Kind::image && output.dest.empty()) {
-    // buildx writes an oci/docker/tar archive to stdout when it is not a terminal.
-    if (output.kind == OutputSpec::Kind::local || isatty(STDOUT_FILENO) == 1) {
-      return Error{"invalid --output \"" + value + "\": dest is required"};
-    }
-    output.dest = "-";
-  }
-  if (output.kind == OutputSpec::Kind::local && output.dest == "-") {
-    return Error{"invalid --output \"" + value + "\": a local output needs a directory"};
-  }
-  return output;
 }
 
 // ---- scratch space and context input --------------------------------------------------------
@@ -984,7 +902,7 @@ Result<BuildPlanInputs> check_flags(const BuildArgs& args) {
   if (!agents) return agents.error();
   inputs.ssh_agents = std::move(agents).value();
   for (const std::string& text : args.outputs) {
-    auto output = parse_output(text);
+    auto output = parse_output(text, isatty(STDOUT_FILENO) == 1);
     if (!output) return output.error();
     inputs.outputs.push_back(std::move(output).value());
   }

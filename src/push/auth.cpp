@@ -30,6 +30,7 @@ using json = nlohmann::json;
 
 constexpr std::string_view kHubServer = "https://index.docker.io/v1/";
 constexpr std::string_view kNotFoundMessage = "credentials not found in native keychain";
+constexpr std::chrono::seconds kMaxTokenLifetime = std::chrono::hours(24);  // caps a token's expires_in
 
 bool is_hub(std::string_view registry) {
   return registry == "docker.io" || registry == "index.docker.io" || registry == "registry-1.docker.io" ||
@@ -725,7 +726,9 @@ Result<Authenticator::Token> Authenticator::fetch_token_locked(RegistryState& st
     }
     std::int64_t lifetime = 60;  // the token spec's default when expires_in is absent
     if (auto it = answer.find("expires_in"); it != answer.end() && it->is_number_integer() && it->get<std::int64_t>() > 0) {
-      lifetime = it->get<std::int64_t>();
+      // At most a day: no kiln command lasts longer, and a server's 9999999999 seconds
+      // would overflow the clock's nanoseconds (found by fuzz/registry_json_fuzz).
+      lifetime = std::min<std::int64_t>(it->get<std::int64_t>(), kMaxTokenLifetime.count());
     }
     token.expires = now_() + std::chrono::seconds(lifetime);
   } catch (const json::exception&) {

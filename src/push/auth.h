@@ -166,7 +166,8 @@ class Authenticator {
   /// The Authorization value for a request to `registry` needing `scopes`
   /// (`repository:<path>:pull`), or nullopt before the registry asked for anything.
   /// After a Bearer challenge it returns the cached token for exactly these scopes and
-  /// fetches a new one when there is none or it expired. Errors: the token fetch failed.
+  /// fetches a new one when there is none or it expired (a token lives for its
+  /// `expires_in`, 60 s without one, at most a day). Errors: the token fetch failed.
   Result<std::optional<std::string>> authorization(std::string_view registry, const std::vector<std::string>& scopes);
 
   /// Handles a 401 from `registry` whose headers are `response_headers`, to a request sent

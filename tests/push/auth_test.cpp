@@ -297,7 +297,7 @@ TEST_F(CredentialHelperTest, MissingHelperFallsBackToAuths) {
 // A token endpoint handing out token-1, token-2, ...; records how it was asked.
 struct TokenServer {
   int issued = 0;
-  std::optional<int> expires_in = 300;
+  std::optional<std::int64_t> expires_in = 300;
   bool use_access_token = false;
   int status = 200;
 
@@ -358,6 +358,19 @@ TEST_F(AuthenticatorTest, RefreshesAfterExpiresIn) {
   now_ += std::chrono::seconds(99);
   EXPECT_EQ(**auth.authorization(kRegistry, kPull), "Bearer token-1");
   now_ += std::chrono::seconds(2);
+  EXPECT_EQ(**auth.authorization(kRegistry, kPull), "Bearer token-2");
+}
+
+// 9999999999 s overflowed the clock's nanoseconds (UBSan in fuzz/registry_json_fuzz): the
+// token came out expired and was fetched again for every request.
+TEST_F(AuthenticatorTest, LifetimePastTheClockIsCappedAtADay) {
+  tokens_.expires_in = 9999999999;
+  NoCredentials none;
+  Authenticator auth(http_, none, clock_);
+  ASSERT_TRUE(auth.on_unauthorized(kRegistry, kPull, bearer_challenge(), std::nullopt).ok());
+  now_ += std::chrono::hours(23);
+  EXPECT_EQ(**auth.authorization(kRegistry, kPull), "Bearer token-1");
+  now_ += std::chrono::hours(2);
   EXPECT_EQ(**auth.authorization(kRegistry, kPull), "Bearer token-2");
 }
 
