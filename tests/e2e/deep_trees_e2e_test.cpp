@@ -84,6 +84,23 @@ with tarfile.open(out, "w") as archive:
   return archive;
 }
 
+// A build context as a tar (for stdin): a Dockerfile copying everything, and the regular
+// file "d/" * depth + "deep.txt", written with Python's tarfile.
+std::string deep_context_tar(const fs::path& work, const std::string& dockerfile, int depth) {
+  const fs::path script = work / "deep_context.py";
+  const fs::path tar = work / "deep-context.tar";
+  std::ofstream(script) << R"(import io, sys, tarfile
+out, dockerfile, depth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+    for name, data in (("Dockerfile", dockerfile.encode()), ("d/" * depth + "deep.txt", b"bottom\n")):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+)";
+  must_run("python3 " + script.string() + " " + tar.string() + " '" + dockerfile + "' " + std::to_string(depth));
+  return testing::read_file(tar);
+}
+
 // The hostile fixture, removing its deep trees itself: std::filesystem::remove_all (the
 // scratch directories' cleanup) builds full paths and stops at PATH_MAX.
 class DeepTreesTest : public HostileContextTest {
@@ -113,6 +130,14 @@ TEST_F(DeepTreesTest, AContextFarDeeperThanPathMaxFailsClearly) {
                                  dir.string() + "/d/d/d/");
   EXPECT_EQ(tmp_leftovers(store_.path()), std::vector<std::string>{});
   expect_canary_untouched(built);
+
+  // The same as a tar on stdin: extracted into the build's scratch space, which goes
+  // with the build however deep it is.
+  const auto from_tar = build("-", deep_context_tar(work_.path(), with_base("FROM {BASE}\nCOPY . /x/\n", world().base),
+                                                    2500));
+  expect_clear_failure(from_tar, "COPY . /x/: build context path longer than 4096 bytes: ");
+  EXPECT_EQ(tmp_leftovers(store_.path()), std::vector<std::string>{});
+  expect_canary_untouched(from_tar);
   expect_store_still_works();
   ASSERT_TRUE(remove_tree(dir));
 }
