@@ -18,6 +18,10 @@
 namespace kiln::e2e {
 namespace {
 
+// The layer writer and the copy to a local output hold a descriptor or two per level of
+// the tree (bounded by PATH_MAX): 2,000 levels need more than the usual soft limit of 1024.
+const std::string kDescriptorsPerLevel = "ulimit -n 8192; ";
+
 // A chain of `depth` directories `d` inside the existing directory `parent`, made from
 // directory descriptors (its path soon outgrows PATH_MAX), with `leaf` holding `text` at
 // the bottom. Returns the leaf's path relative to `parent`.
@@ -145,7 +149,7 @@ TEST_F(DeepTreesTest, AContextFarDeeperThanPathMaxFailsClearly) {
 TEST_F(DeepTreesTest, AContextJustWithinPathMaxIsCopiedWhole) {
   const fs::path dir = make_context("deep-ok", "FROM {BASE}\nCOPY . /x/\n");
   const std::string deepest = make_chain(dir, 2000, "deep.txt", "bottom\n");  // 4008 bytes
-  const auto built = build("-t e2e/deep-ok " + dir.string());
+  const auto built = build("-t e2e/deep-ok " + dir.string(), std::nullopt, kDescriptorsPerLevel + kNoCredentials);
   ASSERT_EQ(built.status, 0) << built.err;
   const auto ran = kiln_split(store_.path(), "run --rm e2e/deep-ok cat /x/" + deepest);
   EXPECT_EQ(ran.status, 0) << ran.err;
@@ -181,7 +185,8 @@ TEST_F(DeepTreesTest, ALoadedLayerDeeperThanPathMaxFailsClearly) {
   ASSERT_EQ(kiln_split(store_.path(), "load -i " + within.string()).status, 0);
   const fs::path ok = make_context("on-deep-layer-ok", "FROM e2e/deep-layer:2\nCOPY hello.txt /hello.txt\n");
   const fs::path out = work_.path() / "exported";
-  const auto exported = build("-o type=local,dest=" + out.string() + " " + ok.string());
+  const auto exported =
+      build("-o type=local,dest=" + out.string() + " " + ok.string(), std::nullopt, kDescriptorsPerLevel + kNoCredentials);
   ASSERT_EQ(exported.status, 0) << exported.err;
   std::string deepest;
   for (int i = 0; i < 2000; ++i) deepest += "d/";
