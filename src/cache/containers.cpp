@@ -36,6 +36,7 @@
 
 #include "common/fd.h"
 #include "common/output_file.h"
+#include "common/remove_tree.h"
 
 namespace kiln::cache {
 namespace fs = std::filesystem;
@@ -104,34 +105,6 @@ Result<void> make_dir(const fs::path& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0) return sys_error("mkdir", path.string());
   // mkdir's mode is filtered by the umask; a rootfs must be exactly 0755.
   if (::chmod(path.c_str(), mode) != 0) return sys_error("chmod", path.string());
-  return {};
-}
-
-// rm -rf. Directories without owner write permission (layers have those) are opened up
-// first, so it works also where the caller lacks CAP_DAC_OVERRIDE over some files.
-Result<void> remove_tree(const fs::path& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return {};
-    return sys_error("lstat", path.string());
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return sys_error("unlink", path.string());
-    return {};
-  }
-  if ((st.st_mode & S_IRWXU) != S_IRWXU) ::chmod(path.c_str(), (st.st_mode & 07777) | S_IRWXU);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    if (errno == ENOENT) return {};  // a concurrent cleaner got there first
-    return sys_error("open", path.string());
-  }
-  const UniqueFd directory(fd);
-  auto names = list_directory(directory.get(), path.string());
-  if (!names) return names.error();
-  for (const std::string& name : *names) {
-    if (auto removed = remove_tree(path / name); !removed) return removed;
-  }
-  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return sys_error("rmdir", path.string());
   return {};
 }
 
@@ -363,11 +336,12 @@ Result<void> ContainerStore::remove(std::string_view id) {
   const fs::path container = dir(id);
   const fs::path removing = containers_dir_ / (std::string(kRemovingPrefix) + std::string(id));
   // A leftover of an earlier remove() that crashed after its rename would block ours.
-  if (auto leftover = remove_tree(removing); !leftover) return leftover;
+  if (auto leftover = remove_tree(removing); !leftover) return leftover.error();
   if (::rename(container.c_str(), removing.c_str()) != 0 && errno != ENOENT) {
     return sys_error("rename", container.string());
   }
-  return remove_tree(removing);
+  if (auto removed = remove_tree(removing); !removed) return removed.error();
+  return {};
 }
 
 }  // namespace kiln::cache

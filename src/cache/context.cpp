@@ -13,7 +13,6 @@
 #include <map>
 #include <utility>
 
-#include "common/byte_escape.h"
 #include "common/path.h"
 
 namespace kiln::cache {
@@ -460,9 +459,7 @@ class Selector {
   // cannot be built; refusing it here also bounds the selection's memory, which grows
   // with the square of a directory chain's depth.
   Result<void> check_path_length(const std::string& path) const {
-    if (path.size() < PATH_MAX) return {};
-    return Error{"build context path longer than " + std::to_string(PATH_MAX) +
-                 " bytes: " + abbreviate_for_display((context_.dir() / path).string())};
+    return kiln::check_path_length(path, "build context path", (context_.dir() / path).string());
   }
 
   // Sorts `paths` and drops those below another one: the match above copies them.

@@ -22,6 +22,8 @@
 #include "common/digest.h"
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/path.h"
+#include "common/remove_tree.h"
 
 namespace kiln::cache {
 namespace {
@@ -120,29 +122,6 @@ std::string child_path(const std::string& dir, std::string_view name) {
   return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
 }
 
-// Removes `name` in `dir_fd` and, for a directory, everything below it. Never follows a
-// symlink. Absent is fine. `path` names it in errors.
-Result<void> remove_all(int dir_fd, const std::string& name, const std::string& path) {
-  struct stat st;
-  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT) return {};
-    return sys_error("fstatat", path);
-  }
-  if (S_ISDIR(st.st_mode)) {
-    UniqueFd dir(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dir) return sys_error("open", path);
-    auto names = list_directory(dir.get(), path);
-    if (!names) return names.error();
-    for (const std::string& child : *names) {
-      if (auto removed = remove_all(dir.get(), child, path + "/" + child); !removed) return removed;
-    }
-  }
-  if (::unlinkat(dir_fd, name.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0) {
-    return sys_error("unlink", path);
-  }
-  return {};
-}
-
 Result<void> write_all_at(int fd, const char* data, std::size_t size, off_t offset, const std::string& path) {
   while (size > 0) {
     const ssize_t written = ::pwrite(fd, data, size, offset);
@@ -198,6 +177,8 @@ class LayerApplier {
     // Docker would read "/x" as "x"; a layer that names absolute paths is malformed or
     // hostile, and refusing it says so (tar writers, Go's included, write relative names).
     if (name.starts_with('/')) return entry_error(name, "absolute path");
+    // Entries are placed by name, and what walks the snapshot later opens them by name.
+    if (auto fits = check_path_length(*path, "layer entry path", *path); !fits) return fits;
     if (auto placed = place_entry(a, entry, *path); !placed) return entry_error(name, placed.error().message);
     return {};
   }
@@ -296,7 +277,7 @@ class LayerApplier {
       return sys_error("fstatat", path);
     }
     if (keep_directory && S_ISDIR(st.st_mode)) return true;
-    if (auto removed = remove_all(dir_fd, base, path); !removed) return removed.error();
+    if (auto removed = remove_tree_at(dir_fd, base, path); !removed) return removed.error();
     return false;
   }
 
@@ -437,7 +418,7 @@ class LayerApplier {
     auto dir = open_dirs(parent);
     if (!dir) return dir.error();
     const std::string hidden_path = child_path(parent, hidden);
-    if (auto removed = remove_all(dir->get(), hidden, hidden_path); !removed) return removed;
+    if (auto removed = remove_tree_at(dir->get(), hidden, hidden_path); !removed) return removed.error();
     mark_touched(hidden_path);
     return record_whiteout(dir->get(), hidden, base, hidden_path, entry);
   }
@@ -490,14 +471,15 @@ class LayerApplier {
   }
 
   // Empties directory `dir_path` of everything earlier layers put there: removes what this
-  // layer has not touched, and descends into what it has.
+  // layer has not touched, and descends into what it has. Recursive, bounded: `touched_`
+  // holds only paths open_in_root() took, shorter than PATH_MAX.
   Result<void> remove_untouched(int dir_fd, const std::string& dir_path) {
     auto names = list_directory(dir_fd, dir_path);
     if (!names) return names.error();
     for (const std::string& child : *names) {
       const std::string path = child_path(dir_path, child);
       if (!touched_.contains(path)) {
-        if (auto removed = remove_all(dir_fd, child, path); !removed) return removed;
+        if (auto removed = remove_tree_at(dir_fd, child, path); !removed) return removed.error();
         continue;
       }
       UniqueFd sub(::openat(dir_fd, child.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));

@@ -19,6 +19,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/path.h"
 
 namespace kiln::cache {
 namespace layer_tar {
@@ -392,6 +393,7 @@ class TreeWriter {
 
   // Writes every entry below the open directory `dir_fd`, whose layer path is `prefix`
   // ("" for the root, else "a/b/"); `lower` is the lower view of that directory.
+  // Recursive, one descriptor per level: bounded by check_path_length() in write_child.
   Result<void> write_directory(int dir_fd, const std::string& prefix, const LowerView& lower) {
     auto children = read_children(dir_fd, prefix);
     if (!children) return children.error();
@@ -424,6 +426,9 @@ class TreeWriter {
 
   Result<void> write_child(int dir_fd, const Child& child, const std::string& prefix, const LowerView& lower) {
     const std::string path = prefix + child.tar_name;
+    // A RUN can make a tree of any depth; a layer path the kernel cannot take could not
+    // be extracted, here or by anyone.
+    if (auto fits = check_path_length(path, "layer path", tar_.display(path)); !fits) return fits;
     // A deleted path: an empty regular file named .wh.<name>.
     if (options_.overlay_whiteouts && layer_tar::is_overlay_whiteout(child.st)) {
       return tar_.write_whiteout(path, child.st);

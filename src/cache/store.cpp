@@ -19,6 +19,7 @@
 #include "cache/layer_reader.h"
 #include "cache/metadata_db.h"
 #include "common/fd.h"
+#include "common/remove_tree.h"
 #include "common/log.h"
 
 namespace kiln::cache {
@@ -108,38 +109,6 @@ Result<std::vector<std::string>> list_dir(const fs::path& dir, bool missing_ok =
   }
   const UniqueFd directory(fd);
   return list_directory(directory.get(), dir.string());
-}
-
-// rm -rf that also gets through directories without owner write permission (layers have
-// those), adding up the sizes of the regular files it removes. What is already gone (a
-// concurrent cleaner got there first) is fine.
-Result<std::uint64_t> remove_tree(const fs::path& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return std::uint64_t{0};
-    return sys_error("lstat", path.string());
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    if (::unlink(path.c_str()) != 0) {
-      if (errno == ENOENT) return std::uint64_t{0};
-      return sys_error("unlink", path.string());
-    }
-    return S_ISREG(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
-  }
-  if ((st.st_mode & S_IRWXU) != S_IRWXU && ::chmod(path.c_str(), (st.st_mode & 07777) | S_IRWXU) != 0 &&
-      errno != ENOENT) {
-    return sys_error("chmod", path.string());
-  }
-  auto names = list_dir(path, /*missing_ok=*/true);
-  if (!names) return names.error();
-  std::uint64_t bytes = 0;
-  for (const auto& name : *names) {
-    auto removed = remove_tree(path / name);
-    if (!removed) return removed.error();
-    bytes += *removed;
-  }
-  if (::rmdir(path.c_str()) != 0 && errno != ENOENT) return sys_error("rmdir", path.string());
-  return bytes;
 }
 
 std::string random_hex() {

@@ -15,6 +15,7 @@
 
 #include "cache/layer_tar.h"
 #include "common/fd.h"
+#include "common/path.h"
 
 namespace kiln::cache {
 namespace {
@@ -212,13 +213,15 @@ class DiffWriter {
   DiffWriter(LayerTarWriter& tar, std::string tree) : tar_(tar), tree_(std::move(tree)) {}
 
   // Writes the differences below the open tree directory `dir_fd` (stat `dir_st`, layer
-  // path `prefix`, "" or "a/b/") against `lower`, its view (empty: all new).
+  // path `prefix`, "" or "a/b/") against `lower`, its view (empty: all new). Recursive,
+  // with descriptors per level: bounded by check_path_length() as write_layer is.
   Result<void> write_directory(int dir_fd, const struct stat& dir_st, const std::string& prefix,
                                const LowerView& lower) {
     auto children = read_children(dir_fd, prefix, lower);
     if (!children) return children.error();
     for (const DiffChild& child : *children) {
       const std::string path = prefix + child.tar_name;
+      if (auto fits = check_path_length(path, "layer path", display(path)); !fits) return fits;
       if (child.deleted) {
         // No owner, and the directory's mtime: when the deletion happened, as near as the
         // tree tells (containerd stamps whiteouts with the time of the diff), yet a

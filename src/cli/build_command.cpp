@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/context.h"
+#include "cache/layer_writer.h"
 #include "cache/store.h"
 #include "cli/commands.h"
 #include "cli/output_specs.h"
@@ -39,6 +40,7 @@
 #include "common/fd.h"
 #include "common/output_file.h"
 #include "common/path.h"
+#include "common/remove_tree.h"
 #include "executor/executor.h"
 #include "executor/progress.h"
 #include "executor/remote_source.h"
@@ -250,8 +252,7 @@ class ScratchSpace {
   ScratchSpace& operator=(ScratchSpace&&) = delete;
   ~ScratchSpace() {
     if (dir_.empty()) return;
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
+    remove_tree_or_warn(dir_);
   }
   const fs::path& dir() const { return dir_; }
   // A new, empty directory inside.
@@ -644,51 +645,14 @@ Result<void> export_rootfs(const std::vector<fs::path>& snapshots, const fs::pat
   return sandbox::copy_layers(std::vector<fs::path>(snapshots.rbegin(), snapshots.rend()), dest, privileges);
 }
 
-// The directory tree `dir` as a tar in `out` (type=tar), committed: sorted, owners and modes kept.
+// The directory tree `dir` as a tar in `out` (type=tar), committed: the layer writer's
+// uncompressed tar (sorted, numeric owners, modes, xattrs and hard links kept), from
+// directory descriptors like every walk of an image's tree.
 Result<void> write_tree_tar(const fs::path& dir, OutputFile& out) {
-  std::unique_ptr<archive, decltype(&archive_read_free)> disk(archive_read_disk_new(), archive_read_free);
-  std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_new(), archive_write_free);
-  if (!disk || !writer) return Error{"tar output: out of memory"};
-  archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS);
-  archive_read_disk_set_standard_lookup(disk.get());
-  archive_write_set_format_pax_restricted(writer.get());
-  // libarchive pads the last block when the fd is a pipe or stdout: the same bytes everywhere.
-  archive_write_set_bytes_in_last_block(writer.get(), 1);
-  if (archive_write_open_fd(writer.get(), out.fd()) != ARCHIVE_OK) {
-    return Error{"tar output " + out.dest() + ": " + archive_error_string(writer.get())};
-  }
-  std::vector<fs::path> paths;
-  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::none); it != fs::recursive_directory_iterator(); ++it) {
-    paths.push_back(it->path());
-  }
-  std::sort(paths.begin(), paths.end());
-  for (const fs::path& path : paths) {
-    std::unique_ptr<archive_entry, decltype(&archive_entry_free)> entry(archive_entry_new(), archive_entry_free);
-    archive_entry_copy_sourcepath(entry.get(), path.c_str());
-    if (archive_read_disk_entry_from_file(disk.get(), entry.get(), -1, nullptr) != ARCHIVE_OK) {
-      return Error{"tar output " + path.string() + ": " + archive_error_string(disk.get())};
-    }
-    archive_entry_copy_pathname(entry.get(), path.lexically_relative(dir).c_str());
-    if (archive_write_header(writer.get(), entry.get()) < ARCHIVE_WARN) {
-      return Error{"tar output " + out.dest() + ": " + archive_error_string(writer.get())};
-    }
-    if (archive_entry_filetype(entry.get()) == AE_IFREG && archive_entry_size(entry.get()) > 0) {
-      UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-      if (!in) return sys_error("open", path.string());
-      char buffer[65536];
-      for (;;) {
-        const ssize_t n = ::read(in.get(), buffer, sizeof buffer);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return sys_error("read", path.string());
-        if (n == 0) break;
-        if (archive_write_data(writer.get(), buffer, static_cast<std::size_t>(n)) < 0) {
-          return Error{"tar output " + out.dest() + ": " + archive_error_string(writer.get())};
-        }
-      }
-    }
-  }
-  if (archive_write_close(writer.get()) != ARCHIVE_OK) {
-    return Error{"tar output " + out.dest() + ": " + archive_error_string(writer.get())};
+  cache::LayerWriteOptions options;
+  options.compression = cache::LayerCompression::none;
+  if (auto written = cache::write_layer(dir, out.fd(), options); !written) {
+    return Error{"tar output " + out.dest() + ": " + written.error().message};
   }
   return out.commit();
 }

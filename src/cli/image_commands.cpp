@@ -13,6 +13,7 @@
 #include "cache/store.h"
 #include "cli/commands.h"
 #include "cli/stored_images.h"
+#include "common/remove_tree.h"
 #include "oci/image.h"
 #include "oci/reference.h"
 #include "push/image_archive.h"
@@ -168,9 +169,7 @@ Result<void> forget_build_cache(cache::Store& store) {
     if (!name.starts_with("@buildcache/") && !name.starts_with("@buildslot/")) continue;
     if (auto deleted = store.delete_ref(name); !deleted) return deleted.error();
   }
-  std::error_code error;
-  std::filesystem::remove_all(store.root() / "cache-mounts", error);
-  if (error) return Error{"remove " + (store.root() / "cache-mounts").string() + ": " + error.message()};
+  if (auto removed = remove_tree(store.root() / "cache-mounts"); !removed) return removed.error();
   const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::system_clock::now().time_since_epoch());
   if (auto forgotten = store.forget_context_file_digests(now.count()); !forgotten) return forgotten.error();

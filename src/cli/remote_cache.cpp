@@ -12,6 +12,7 @@
 #include "cache/layer_reader.h"
 #include "cache/layer_writer.h"
 #include "common/fd.h"
+#include "common/remove_tree.h"
 #include "oci/image.h"
 #include "oci/media_types.h"
 #include "push/cache_remote.h"
@@ -64,12 +65,12 @@ class IndexedCache : public executor::RemoteCache {
     apply.expected_diff_id = record.diff_id;
     std::error_code error;
     if (auto applied = cache::apply_layer(blob.get(), work, apply); !applied) {
-      fs::remove_all(work, error);
+      remove_tree_or_warn(work);
       return Error{"cache mount " + record.cache_mount + ": " + applied.error().message};
     }
     fs::create_directories(mounts, error);
     // Another build may have made it meanwhile: then its copy stays and this one goes.
-    if (::rename(work.c_str(), target.c_str()) != 0) fs::remove_all(work, error);
+    if (::rename(work.c_str(), target.c_str()) != 0) remove_tree_or_warn(work);
     return {};
   }
 

@@ -1,5 +1,9 @@
 #include "common/path.h"
 
+#include <climits>
+
+#include "common/byte_escape.h"
+
 namespace kiln {
 
 bool append_clean_components(std::vector<std::string>& parts, std::string_view path, bool clamp_at_root) {
@@ -35,6 +39,12 @@ std::optional<std::string> path_within(const std::filesystem::path& dir, const s
   const std::filesystem::path relative = full.lexically_relative(base);
   if (relative.empty() || *relative.begin() == "..") return std::nullopt;
   return relative == "." ? std::string() : relative.string();
+}
+
+Result<void> check_path_length(std::string_view path, std::string_view what, std::string_view shown) {
+  if (path.size() < PATH_MAX) return {};
+  return Error{std::string(what) + " longer than " + std::to_string(PATH_MAX) +
+               " bytes: " + abbreviate_for_display(shown)};
 }
 
 }  // namespace kiln

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/result.h"
+
 namespace kiln {
 
 /// Appends the components of `path` to `parts`: empty and `.` components are dropped and
@@ -27,5 +29,12 @@ std::filesystem::path normal_absolute(const std::filesystem::path& path);
 /// Symlinks are not followed: the caller resolves the answer inside `dir` (open_in_root),
 /// which is the point. Reads the working directory for relative paths; never fails.
 std::optional<std::string> path_within(const std::filesystem::path& dir, const std::filesystem::path& path);
+
+/// Refuses a path of a tree that kiln opens by name later, or writes into a layer that
+/// is extracted by name, when the kernel cannot take it (PATH_MAX bytes, with the NUL):
+/// "<what> longer than 4096 bytes: <shown>", `shown` abbreviated (it is that long). A
+/// walk that checks every path it visits is bounded to PATH_MAX / 2 levels, which is
+/// what lets it recurse, or hold a descriptor per level. Pure.
+Result<void> check_path_length(std::string_view path, std::string_view what, std::string_view shown);
 
 }  // namespace kiln

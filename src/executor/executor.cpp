@@ -22,6 +22,7 @@
 #include "cache/tree_diff.h"
 #include "common/byte_escape.h"
 #include "common/fd.h"
+#include "common/remove_tree.h"
 #include "executor/build_cache.h"
 #include "executor/file_copy.h"
 #include "executor/image_config.h"
@@ -73,17 +74,12 @@ std::vector<fs::path> lower_dirs_of(const std::vector<Layer>& layers) {
   return lowers;
 }
 
-void remove_quietly(const fs::path& path) {
-  std::error_code ignored;
-  fs::remove_all(path, ignored);
-}
-
 // A path in the store's tmp/ that is removed (with whatever is under it) when this goes.
 class Scratch {
  public:
   Scratch(cache::Store& store, std::string_view kind) : path_(store.scratch_path(kind)) {}
   ~Scratch() {
-    if (!path_.empty()) remove_quietly(path_);
+    if (!path_.empty()) remove_tree_or_warn(path_);
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/fd.h"
+#include "common/remove_tree.h"
 
 extern char** environ;
 
@@ -81,11 +82,6 @@ Result<fs::path> make_scratch_dir(const fs::path& scratch, const std::string& pr
   std::string pattern = (scratch / (prefix + "-XXXXXX")).string();
   if (::mkdtemp(pattern.data()) == nullptr) return sys_error("mkdtemp", pattern);
   return fs::path(pattern);
-}
-
-void remove_quietly(const fs::path& path) {
-  std::error_code ignored;
-  fs::remove_all(path, ignored);
 }
 
 // ---- http ----------------------------------------------------------------------------
@@ -404,7 +400,7 @@ Result<FetchedSource> fetch_http(std::string_view url, const fs::path& scratch, 
   UniqueFd file(::openat(dir_fd.get(), part_name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!file) return sys_error("open", part.string());
   auto fail = [&](Error error) -> Result<FetchedSource> {
-    remove_quietly(*dir);  // nothing of a failed or unverified download is kept
+    remove_tree_or_warn(*dir);  // nothing of a failed or unverified download is kept
     return error;
   };
 
@@ -476,7 +472,7 @@ Result<FetchedSource> fetch_git(std::string_view url, const fs::path& scratch, c
   auto dir = make_scratch_dir(scratch, "git");
   if (!dir) return dir.error();
   auto fail = [&](Error error) -> Result<FetchedSource> {
-    remove_quietly(*dir);
+    remove_tree_or_warn(*dir);
     return error;
   };
   const fs::path checkout = *dir / "checkout";
@@ -503,8 +499,7 @@ Result<FetchedSource> fetch_git(std::string_view url, const fs::path& scratch, c
     auto reset = run_git(checkout, {"remote", "set-url", "--", "origin", redact_credentials(source.remote)});
     if (!reset) return fail(reset.error());
   } else {
-    fs::remove_all(checkout / ".git", error);
-    if (error) return fail(Error{"remove " + (checkout / ".git").string() + ": " + error.message()});
+    if (auto removed = remove_tree(checkout / ".git"); !removed) return fail(removed.error());
   }
   auto tree = resolve_subdir(checkout, source.subdir, display);
   if (!tree) return fail(tree.error());

@@ -22,6 +22,7 @@
 
 #include "common/digest.h"
 #include "common/fd.h"
+#include "common/remove_tree.h"
 #include "sandbox/rootfs.h"
 
 namespace kiln::executor {
@@ -309,8 +310,7 @@ Result<fs::path> persistent_cache(const RunRequest& request, std::size_t index, 
   if (made && ::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, dir.c_str(), RENAME_NOREPLACE) != 0 && errno != EEXIST) {
     made = sys_error("rename", dir.string());
   }
-  std::error_code ignored;
-  fs::remove_all(pattern, ignored);
+  remove_tree_or_warn(pattern);
   if (!made) return made.error();
   return dir;
 }

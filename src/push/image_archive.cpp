@@ -16,6 +16,7 @@
 
 #include "common/digest.h"
 #include "common/fd.h"
+#include "common/remove_tree.h"
 #include "oci/image.h"
 #include "oci/media_types.h"
 
@@ -42,8 +43,7 @@ class TempDir {
   }
   TempDir(TempDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
   ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) fs::remove_all(path_, ignored);
+    if (!path_.empty()) remove_tree_or_warn(path_);
   }
   const fs::path& path() const { return path_; }
 

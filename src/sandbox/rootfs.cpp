@@ -24,6 +24,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/remove_tree.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/userns.h"
 
@@ -53,27 +54,12 @@ Result<UniqueFd> open_directory(int dir_fd, const std::string& name, const std::
   return fd;
 }
 
-// Removes `name` from `dir_fd` with everything under it; nothing there is not an error.
-Result<void> remove_all(int dir_fd, const std::string& name, const std::string& path) {
-  if (::unlinkat(dir_fd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
-  if (errno != EISDIR) return sys_error("unlink", path);
-  auto dir = open_directory(dir_fd, name, path);
-  if (!dir) return dir.error();
-  auto names = list_directory(dir->get(), path);
-  if (!names) return names.error();
-  for (const std::string& child : *names) {
-    if (auto removed = remove_all(dir->get(), child, child_path(path, child)); !removed) return removed;
-  }
-  if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0) return sys_error("rmdir", path);
-  return {};
-}
-
 // Empties the directory (what lower layers put in a directory an upper layer made opaque).
 Result<void> remove_contents(int dir_fd, const std::string& path) {
   auto names = list_directory(dir_fd, path);
   if (!names) return names.error();
   for (const std::string& child : *names) {
-    if (auto removed = remove_all(dir_fd, child, child_path(path, child)); !removed) return removed;
+    if (auto removed = remove_tree_at(dir_fd, child, child_path(path, child)); !removed) return removed.error();
   }
   return {};
 }
@@ -182,7 +168,9 @@ class LayerCopier {
   }
 
  private:
-  // The entries of the layer's directory `path` into the destination's.
+  // The entries of the layer's directory `path` into the destination's. Recursive, with
+  // descriptors per level: bounded by check_path_length() in copy_entry (snapshots hold
+  // only what write_layer or apply_layer took, which refuse such paths anyway).
   Result<void> copy_directory(int from_dir, int to_dir, const std::string& path) {
     auto names = list_directory(from_dir, source_path(path));
     if (!names) return names.error();
@@ -197,16 +185,23 @@ class LayerCopier {
 
   Result<void> copy_entry(int from_dir, int to_dir, const std::string& name, const std::string& path) {
     if (name.starts_with(kWhiteoutMetaPrefix)) return {};  // the opaque marker (see is_opaque), aufs' files
+    if (auto fits = check_path_length(path, "layer path", source_path(path)); !fits) return fits;
     struct stat st;
     if (::fstatat(from_dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return sys_error("stat", source_path(path));
     if (name.starts_with(kWhiteoutPrefix) && S_ISREG(st.st_mode)) {
       const std::string hidden = name.substr(kWhiteoutPrefix.size());
-      return remove_all(to_dir, hidden, child_path(parent_of(path), hidden));
+      if (auto removed = remove_tree_at(to_dir, hidden, child_path(parent_of(path), hidden)); !removed) {
+        return removed.error();
+      }
+      return {};
     }
-    if (is_whiteout_device(st)) return remove_all(to_dir, name, path);
+    if (is_whiteout_device(st)) {
+      if (auto removed = remove_tree_at(to_dir, name, path); !removed) return removed.error();
+      return {};
+    }
     if (S_ISDIR(st.st_mode)) return merge_directory(from_dir, to_dir, name, path, st);
     // Never write through what a lower layer left: it may be a hardlink shared with another path.
-    if (auto removed = remove_all(to_dir, name, path); !removed) return removed;
+    if (auto removed = remove_tree_at(to_dir, name, path); !removed) return removed.error();
     if (S_ISREG(st.st_mode)) return copy_file(from_dir, to_dir, name, path, st);
     if (S_ISLNK(st.st_mode)) return copy_symlink(from_dir, to_dir, name, path, st);
     return copy_node(to_dir, name, path, st);
@@ -219,7 +214,7 @@ class LayerCopier {
     struct stat existing;
     if (::fstatat(to_dir, name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0) {
       if (!S_ISDIR(existing.st_mode)) {
-        if (auto removed = remove_all(to_dir, name, path); !removed) return removed;
+        if (auto removed = remove_tree_at(to_dir, name, path); !removed) return removed.error();
       }
     } else if (errno != ENOENT) {
       return sys_error("stat", path);
@@ -368,8 +363,7 @@ std::optional<std::string> probe_overlay(const fs::path& scratch_parent) {
   struct Cleanup {
     std::string dir;
     ~Cleanup() {
-      std::error_code error;
-      fs::remove_all(dir, error);
+      remove_tree_or_warn(dir);
     }
   } cleanup{scratch};
   for (const char* dir : {"lower", "upper", "work", "merged"}) {

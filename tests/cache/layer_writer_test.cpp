@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/remove_tree.h"
 #include "layer_test_util.h"
 #include "support.h"
 
@@ -389,6 +390,26 @@ TEST_F(LayerWriterTest, ErrorsNameThePath) {
   auto unwritable = write_layer(tree_, read_only.get(), {});
   ASSERT_FALSE(unwritable);
   EXPECT_EQ(unwritable.error().message, "write layer of " + tree_.string() + ": Bad file descriptor");
+}
+
+TEST_F(LayerWriterTest, APathLongerThanPathMaxIsRefusedNamingIt) {
+  // 30 levels of 200-byte names: past PATH_MAX, made relative to each directory.
+  TempDir deep;
+  const std::string name(200, 'n');
+  UniqueFd dir(::open(deep.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_EQ(::mkdirat(dir.get(), name.c_str(), 0755), 0);
+    dir.reset(::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  }
+  TempDir out;
+  UniqueFd fd(::open((out / "layer").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+  auto written = write_layer(deep.path(), fd.get(), compressed(LayerCompression::none));
+  ASSERT_FALSE(written);
+  EXPECT_TRUE(written.error().message.starts_with("layer path longer than 4096 bytes: " + deep.path().string() + "/" +
+                                                  name + "/"))
+      << written.error().message.substr(0, 600);
+  EXPECT_LE(written.error().message.size(), 600u);  // abbreviated
+  ASSERT_TRUE(remove_tree(deep.path()));
 }
 
 }  // namespace

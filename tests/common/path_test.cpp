@@ -32,5 +32,13 @@ TEST(PathTest, PathWithinIsLexicalOnAbsoluteForms) {
   EXPECT_EQ(path_within("ctx", "ctx/sub/Dockerfile"), "sub/Dockerfile");  // both from the working directory
 }
 
+TEST(PathTest, CheckPathLengthRefusesWhatTheKernelCannotTakeAndAbbreviates) {
+  EXPECT_TRUE(check_path_length(std::string(4095, 'a'), "layer path", "shown"));
+  auto refused = check_path_length(std::string(4096, 'a'), "layer path", "/t/" + std::string(5000, 'b'));
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().message.starts_with("layer path longer than 4096 bytes: /t/bbb"));
+  EXPECT_LT(refused.error().message.size(), 600u);
+}
+
 }  // namespace
 }  // namespace kiln
