@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "common/log.h"
 #include "executor/executor.h"
+#include "sandbox/sandbox.h"
 #include "sandbox/userns.h"
 
 namespace {
@@ -23,6 +24,7 @@ kiln::Result<void> prepare_store_command(kiln::cli::GlobalOptions& global) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kiln::sandbox::raise_open_files_limit();  // deep trees; containers get the old limit back
   CLI::App app{"kiln: a daemonless container image builder"};
   app.set_version_flag("--version", std::string("kiln ") + KILN_VERSION);
   app.require_subcommand(1);

@@ -38,6 +38,9 @@ constexpr std::size_t kMaxMountOptions = 4095;  // mount(2) copies at most a pag
 constexpr std::size_t kMaxIdFileSize = 64 << 20;
 constexpr std::size_t kHostNameMax = 64;
 
+// The open-files limit kiln started with, when raise_open_files_limit() changed it.
+std::optional<Rlimit> started_open_files;
+
 Error sandbox_error(std::string_view message) { return Error{"sandbox: " + std::string(message)}; }
 
 // ---- Preparing the plan -------------------------------------------------------------------
@@ -404,6 +407,9 @@ Result<std::unique_ptr<PreparedRun>> prepare(const RunSpec& spec) {
   plan.working_dir = run->keep(*working_dir);
   prepare_command(*run, spec);
   run->rlimits = spec.rlimits;
+  const bool sets_nofile = std::any_of(spec.rlimits.begin(), spec.rlimits.end(),
+                                       [](const Rlimit& limit) { return limit.resource == RLIMIT_NOFILE; });
+  if (!sets_nofile && started_open_files) run->rlimits.push_back(*started_open_files);
   plan.rlimits = run->rlimits.data();
   plan.rlimit_count = run->rlimits.size();
   plan.last_capability = last_capability();
@@ -757,6 +763,14 @@ Result<void> mount_overlay(const OverlayRootfs& overlay, const fs::path& target)
     return sys_error("mount overlay on", target.string());
   }
   return {};
+}
+
+void raise_open_files_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const Rlimit started{RLIMIT_NOFILE, limit.rlim_cur, limit.rlim_max};
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) == 0) started_open_files = started;
 }
 
 std::optional<int> rlimit_resource(std::string_view docker_name) {

@@ -97,6 +97,13 @@ struct Rlimit {
 /// other name.
 std::optional<int> rlimit_resource(std::string_view docker_name);
 
+/// Raises kiln's own soft limit on open files to its hard limit, as Go programs (Docker,
+/// BuildKit) do at start: walking a deep tree holds a descriptor or two per level, and the
+/// usual soft 1024 would fail a context 600 levels deep. What runs in the sandbox gets the
+/// limit kiln started with back (unless RunSpec::rlimits sets `nofile`), as Go's children
+/// do. Call once, early in main(); not thread-safe.
+void raise_open_files_limit();
+
 /// The size of /dev/shm when RunSpec::shm_size_bytes is 0: 64 MiB, Docker's and BuildKit's.
 inline constexpr std::uint64_t kDefaultShmSize = 64ULL << 20;
 

@@ -19,8 +19,9 @@ namespace kiln::e2e {
 namespace {
 
 // The layer writer and the copy to a local output hold a descriptor or two per level of
-// the tree (bounded by PATH_MAX): 2,000 levels need more than the usual soft limit of 1024.
-const std::string kDescriptorsPerLevel = "ulimit -n 8192; ";
+// the tree (bounded by PATH_MAX): 2,000 levels need more than the usual soft limit of 1024,
+// which kiln raises to the hard limit (as Go programs do). The usual limits, then:
+const std::string kDescriptorsPerLevel = "ulimit -S -n 1024; ulimit -H -n 8192; ";
 
 // A chain of `depth` directories `d` inside the existing directory `parent`, made from
 // directory descriptors (its path soon outgrows PATH_MAX), with `leaf` holding `text` at
@@ -147,13 +148,15 @@ TEST_F(DeepTreesTest, AContextFarDeeperThanPathMaxFailsClearly) {
 }
 
 TEST_F(DeepTreesTest, AContextJustWithinPathMaxIsCopiedWhole) {
-  const fs::path dir = make_context("deep-ok", "FROM {BASE}\nCOPY . /x/\n");
+  const fs::path dir = make_context("deep-ok", "FROM {BASE}\nCOPY . /x/\nRUN ulimit -Sn > /soft-nofile\n");
   const std::string deepest = make_chain(dir, 2000, "deep.txt", "bottom\n");  // 4008 bytes
   const auto built = build("-t e2e/deep-ok " + dir.string(), std::nullopt, kDescriptorsPerLevel + kNoCredentials);
   ASSERT_EQ(built.status, 0) << built.err;
   const auto ran = kiln_split(store_.path(), "run --rm e2e/deep-ok cat /x/" + deepest);
   EXPECT_EQ(ran.status, 0) << ran.err;
   EXPECT_EQ(ran.out, "bottom\n");
+  // kiln raised its own limit only: RUN got the soft limit kiln was started with.
+  EXPECT_EQ(kiln_split(store_.path(), "run --rm e2e/deep-ok cat /soft-nofile").out, "1024\n");
   expect_canary_untouched(built);
   expect_store_still_works();
 }
