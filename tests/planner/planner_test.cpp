@@ -49,8 +49,8 @@ Strings stage_names(const BuildGraph& graph) {
   return names;
 }
 
-std::optional<std::string> env_value(const std::vector<EnvVar>& env, std::string_view name) {
-  for (const EnvVar& var : env) {
+std::optional<std::string> env_value(const Environment& env, std::string_view name) {
+  for (const EnvVar& var : env.vars()) {
     if (var.name == name) return var.value;
   }
   return std::nullopt;
