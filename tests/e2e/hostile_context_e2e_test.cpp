@@ -5,8 +5,6 @@
 // outside the store, and leave the store working.
 #include <gtest/gtest.h>
 
-#include <tuple>
-
 #include "fixtures.h"
 
 namespace kiln::e2e {
@@ -242,14 +240,17 @@ TEST_F(HostileContextTest, TwentyThousandEnvLinesAndChainedStagesBuildInBoundedM
     stages += "FROM s" + std::to_string(i - 1) + " AS s" + std::to_string(i) + "\nENV e" + std::to_string(i) + "=${e" +
               std::to_string(i - 1) + "}x\n";
   }
+  struct Case {
+    std::string name, dockerfile, expected;  // expected: an Env entry of the image, quoted
+  };
   for (const auto& [name, dockerfile, expected] :
-       {std::tuple{"env20k", env_lines, std::string("\"v19994=value19998x\"")},
-        std::tuple{"stages2k", stages, "\"e1999=v0" + std::string(1999, 'x') + "\""}}) {
+       {Case{"env20k", env_lines, "\"v19994=value19998x\""},
+        Case{"stages2k", stages, "\"e1999=v0" + std::string(1999, 'x') + "\""}}) {
     const fs::path dir = make_context(name, dockerfile);
-    const auto outcome = kiln_split(store_.path(), "build --progress quiet -t e2e/" + std::string(name) + " " + dir.string(),
+    const auto outcome = kiln_split(store_.path(), "build --progress quiet -t e2e/" + name + " " + dir.string(),
                                     kNoCredentials + " timeout 60 prlimit --as=1073741824");
     EXPECT_EQ(outcome.status, 0) << name << ": " << outcome.err;
-    const auto inspected = kiln_split(store_.path(), "inspect e2e/" + std::string(name));
+    const auto inspected = kiln_split(store_.path(), "inspect e2e/" + name);
     EXPECT_NE(inspected.out.find(expected), std::string::npos) << name;
     expect_canary_untouched(outcome);
   }
