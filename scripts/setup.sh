@@ -14,6 +14,8 @@ packages=(
   bzip2 xz-utils openssh-client
   # rootless runs (newuidmap/newgidmap); podman, buildah and runc for the run benchmark
   uidmap podman buildah runc
+  # GNU time: wall time and peak RSS in the planner benchmark
+  time
 )
 if [[ "${KILN_SETUP_FUZZ:-0}" == 1 ]]; then
   packages+=(clang libclang-rt-14-dev)

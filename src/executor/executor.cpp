@@ -53,7 +53,7 @@ struct Layer {
 
 // Where a stage stands: after its base, then after each step.
 struct StageState {
-  oci::ImageConfig config;
+  StageConfig config;
   std::vector<Layer> layers;  // bottom first
   std::string key;            // the cache key of the last layer step (or the root key)
   std::string base;           // what the stage starts from, for --explain-cache
@@ -209,14 +209,13 @@ struct CopyPlan {
 
 class Build {
  public:
-  Build(const planner::BuildGraph& graph, const BuildOptions& options)
-      : graph_(graph), options_(options), cache_(*options.store), results_(graph.stages.size()) {}
+  Build(const planner::BuildGraph& graph, const BuildOptions& options);
 
   Result<BuildResult> run();
 
  private:
-  // Stage scheduling.
-  void run_stage_thread(std::size_t index);
+  // Stage scheduling: `jobs` workers take the stages whose dependencies are done.
+  void run_stages();
   Result<StageState> run_stage(std::size_t index);
   Result<StageState> start_stage(const planner::Stage& stage);
   Result<void> run_layer_step(const planner::Stage& stage, std::size_t stage_index, std::size_t step_index,
@@ -254,7 +253,11 @@ class Build {
   std::condition_variable changed_;
   std::vector<std::optional<StageState>> results_;  // set when a stage finished
   std::optional<Error> failure_;                      // the first error; stops the build
-  int running_ = 0;                                   // stages running now (<= jobs)
+  std::set<std::size_t> ready_;                       // stages whose dependencies are done, not started
+  std::vector<std::size_t> waiting_on_;               // per stage: dependencies not done yet
+  std::vector<std::vector<std::size_t>> dependents_;  // per stage: the stages that depend on it
+  std::size_t finished_ = 0;                          // stages done (or failed)
+  std::vector<std::size_t> base_uses_;                // per stage: stages built on it not started yet
   std::atomic<int> steps_cached_{0};
   std::atomic<int> steps_run_{0};
 
@@ -262,18 +265,33 @@ class Build {
   std::map<std::string, SourceImage> images_;  // by reference + platform, one answer per build
 };
 
+Build::Build(const planner::BuildGraph& graph, const BuildOptions& options)
+    : graph_(graph), options_(options), cache_(*options.store), results_(graph.stages.size()),
+      waiting_on_(graph.stages.size()), dependents_(graph.stages.size()), base_uses_(graph.stages.size()) {
+  for (std::size_t i = 0; i < graph.stages.size(); ++i) {
+    const planner::Stage& stage = graph.stages[i];
+    waiting_on_[i] = stage.depends_on.size();
+    if (waiting_on_[i] == 0) ready_.insert(i);
+    for (std::size_t dependency : stage.depends_on) dependents_[dependency].push_back(i);
+    if (stage.base.kind == planner::StageBase::Kind::stage) ++base_uses_[stage.base.stage];
+  }
+}
+
 Result<BuildResult> Build::run() {
   if (graph_.stages.empty()) return Error{"the Dockerfile has no stages"};
+  // A fixed pool rather than a thread per stage: 10,000 stages made 10,000 threads that
+  // all woke up whenever any stage finished.
+  const std::size_t workers = std::min<std::size_t>(std::max(1, options_.jobs), graph_.stages.size());
   std::vector<std::thread> threads;
-  for (std::size_t i = 0; i < graph_.stages.size(); ++i) threads.emplace_back([this, i] { run_stage_thread(i); });
+  for (std::size_t i = 0; i < workers; ++i) threads.emplace_back([this] { run_stages(); });
   for (auto& thread : threads) thread.join();
   if (failure_) return *failure_;
 
   StageState& target = *results_[graph_.target];
   if (auto fetched = materialize(target.layers); !fetched) return fetched.error();
-  apply_labels(target.config.config, options_.labels);
   BuildResult result;
-  result.config = target.config;
+  result.config = std::move(target.config.image());
+  apply_labels(result.config.config, options_.labels);
   result.config.created = target.created;
   result.config.rootfs.diff_ids.clear();
   oci::Manifest manifest;
@@ -312,28 +330,28 @@ Result<BuildResult> Build::run() {
   return result;
 }
 
-void Build::run_stage_thread(std::size_t index) {
-  const planner::Stage& stage = graph_.stages[index];
-  {
-    std::unique_lock lock(mutex_);
-    changed_.wait(lock, [&] {
-      if (failure_) return true;
-      if (running_ >= std::max(1, options_.jobs)) return false;
-      return std::all_of(stage.depends_on.begin(), stage.depends_on.end(),
-                         [&](std::size_t dependency) { return results_[dependency].has_value(); });
-    });
-    if (failure_) return;
-    ++running_;
+// Runs ready stages, lowest index first, until every stage is done or one failed.
+void Build::run_stages() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [&] { return failure_ || !ready_.empty() || finished_ == graph_.stages.size(); });
+    if (failure_ || ready_.empty()) return;
+    const std::size_t index = *ready_.begin();
+    ready_.erase(ready_.begin());
+    lock.unlock();
+    auto outcome = run_stage(index);
+    lock.lock();
+    ++finished_;
+    if (outcome) {
+      results_[index] = std::move(outcome).value();
+      for (std::size_t dependent : dependents_[index]) {
+        if (--waiting_on_[dependent] == 0) ready_.insert(dependent);
+      }
+    } else if (!failure_) {
+      failure_ = outcome.error();
+    }
+    changed_.notify_all();
   }
-  auto outcome = run_stage(index);
-  std::lock_guard lock(mutex_);
-  --running_;
-  if (outcome) {
-    results_[index] = std::move(outcome).value();
-  } else if (!failure_) {
-    failure_ = outcome.error();
-  }
-  changed_.notify_all();
 }
 
 Result<StageState> Build::run_stage(std::size_t index) {
@@ -348,8 +366,8 @@ Result<StageState> Build::run_stage(std::size_t index) {
     }
     const planner::Step& step = stage.steps[i];
     if (step.action == planner::StepAction::config) {
-      apply_config_change(state.config.config, step.config);
-      add_history(state.config, step, state.created);
+      state.config.apply(step.config);
+      state.config.add_history(step, state.created);
       continue;
     }
     if (auto ran = run_layer_step(stage, index, i, state); !ran) return ran.error();
@@ -365,7 +383,7 @@ Result<StageState> Build::start_stage(const planner::Stage& stage) {
   const VertexId vertex = options_.progress->start(vertex_name(stage, 0, from));
   switch (stage.base.kind) {
     case planner::StageBase::Kind::scratch: {
-      state.config = start_stage_config(scratch_config(), stage);
+      state.config = start_stage_config(StageConfig(scratch_config()), stage);
       state.key = planner::base_key(stage, "", graph_.source_date_epoch).str();
       state.base = "scratch";
       break;
@@ -377,7 +395,7 @@ Result<StageState> Build::start_stage(const planner::Stage& stage) {
         return Error{options_.dockerfile_name + ":" + std::to_string(stage.range.start.line) + ": " + stage.text +
                      ": " + base.error().message};
       }
-      state.config = start_stage_config(base->config, stage);
+      state.config = start_stage_config(StageConfig(base->config), stage);
       for (std::size_t i = 0; i < base->layers.size(); ++i) {
         state.layers.push_back(image_layer(*base, i));
       }
@@ -387,15 +405,22 @@ Result<StageState> Build::start_stage(const planner::Stage& stage) {
     }
     case planner::StageBase::Kind::stage: {
       std::lock_guard lock(mutex_);
-      const StageState& from = *results_[stage.base.stage];
-      state.config = start_stage_config(from.config, stage);
+      StageState& from = *results_[stage.base.stage];
+      // The last stage built on `from` takes its config over: copying it (history and all)
+      // into each of 10,000 chained stages took the square of their number. Nothing else
+      // reads a config but the target's, and the target is no stage's base.
+      if (--base_uses_[stage.base.stage] == 0) {
+        state.config = start_stage_config(std::move(from.config), stage);
+      } else {
+        state.config = start_stage_config(from.config, stage);
+      }
       state.layers = from.layers;
       state.key = from.key;
       state.base = "stage " + from.key;
       break;
     }
   }
-  state.created = stamped(graph_.source_date_epoch, state.config.created);
+  state.created = stamped(graph_.source_date_epoch, state.config.image().created);
   options_.progress->done(vertex);
   return state;
 }
@@ -706,8 +731,8 @@ Result<void> Build::run_layer_step(const planner::Stage& stage, std::size_t stag
   state.layers.push_back(std::move(layer));
   state.key = key.str();
   state.first_layer_step = false;
-  apply_config_change(state.config.config, step.config);
-  add_history(state.config, step, state.created);
+  state.config.apply(step.config);
+  state.config.add_history(step, state.created);
   return {};
 }
 
@@ -762,7 +787,7 @@ Result<void> Build::apply_step(const planner::Stage& stage, const planner::Step&
       request.step = &step;
       request.rootfs = rootfs;
       request.state_dir = state_dir.path();
-      for (const auto& var : step.env) request.env.push_back(var.name + "=" + var.value);
+      for (const planner::EnvVar& var : step.env.vars()) request.env.push_back(var.name + "=" + var.value);
       for (const auto& var : graph_.proxy_env) request.env.push_back(var.name + "=" + var.value);
       const auto& run = std::get<parser::RunInstruction>(step.instruction);
       std::vector<std::unique_ptr<TreeView>> views;

@@ -6,19 +6,25 @@ namespace kiln::executor {
 
 namespace {
 
-// Sets NAME=value in a Docker env list: replaces the entry of that name in place, else appends.
-void set_env(std::vector<std::string>& env, const std::string& name, const std::string& value) {
-  const std::string prefix = name + "=";
-  for (std::string& entry : env) {
-    if (entry.starts_with(prefix) || entry == name) {
-      entry = prefix + value;
-      return;
-    }
-  }
-  env.push_back(prefix + value);
-}
+// The NAME of an Env entry "NAME=value" (an entry without `=` is all name).
+std::string_view env_name(std::string_view entry) { return entry.substr(0, entry.find('=')); }
 
 }  // namespace
+
+StageConfig::StageConfig(oci::ImageConfig image) : image_(std::move(image)) {
+  const std::vector<std::string>& env = image_.config.env;
+  for (std::size_t i = 0; i < env.size(); ++i) env_position_.try_emplace(std::string(env_name(env[i])), i);
+}
+
+void StageConfig::set_env(const std::string& name, const std::string& value) {
+  std::vector<std::string>& env = image_.config.env;
+  auto [at, added] = env_position_.try_emplace(name, env.size());
+  if (added) {
+    env.push_back(name + "=" + value);
+  } else {
+    env[at->second] = name + "=" + value;
+  }
+}
 
 oci::ImageConfig scratch_config() {
   oci::ImageConfig config;
@@ -26,20 +32,22 @@ oci::ImageConfig scratch_config() {
   return config;
 }
 
-oci::ImageConfig start_stage_config(const oci::ImageConfig& base, const planner::Stage& stage) {
-  oci::ImageConfig config = base;
-  if (config.architecture.empty()) {
-    config.architecture = stage.platform.architecture;
-    config.os = stage.platform.os;
-    config.variant = stage.platform.variant;
+StageConfig start_stage_config(StageConfig base, const planner::Stage& stage) {
+  StageConfig config = std::move(base);
+  oci::ImageConfig& image = config.image();
+  if (image.architecture.empty()) {
+    image.architecture = stage.platform.architecture;
+    image.os = stage.platform.os;
+    image.variant = stage.platform.variant;
   }
-  config.config.on_build.clear();
-  for (const planner::EnvVar& var : stage.added_env) set_env(config.config.env, var.name, var.value);
+  image.config.on_build.clear();
+  for (const planner::EnvVar& var : stage.added_env) config.set_env(var.name, var.value);
   return config;
 }
 
-void apply_config_change(oci::ContainerConfig& config, const planner::ConfigChange& change) {
-  for (const planner::EnvVar& var : change.set_env) set_env(config.env, var.name, var.value);
+void StageConfig::apply(const planner::ConfigChange& change) {
+  oci::ContainerConfig& config = image_.config;
+  for (const planner::EnvVar& var : change.set_env) set_env(var.name, var.value);
   if (change.cmd) config.cmd = *change.cmd;
   if (change.set_entrypoint) config.entrypoint = change.entrypoint.value_or(std::vector<std::string>{});
   if (change.clear_cmd) config.cmd.clear();
@@ -64,15 +72,15 @@ void apply_config_change(oci::ContainerConfig& config, const planner::ConfigChan
   for (const std::string& trigger : change.add_onbuild) config.on_build.push_back(trigger);
 }
 
-void add_history(oci::ImageConfig& config, const planner::Step& step, const std::string& created) {
-  if (step.config.author) config.author = *step.config.author;
+void StageConfig::add_history(const planner::Step& step, const std::string& created) {
+  if (step.config.author) image_.author = *step.config.author;
   if (step.created_by.empty()) return;
   oci::HistoryEntry entry;
   entry.created = created;
   entry.created_by = step.created_by;
   entry.comment = "buildkit.dockerfile.v0";
   entry.empty_layer = step.empty_layer;
-  config.history.push_back(std::move(entry));
+  image_.history.push_back(std::move(entry));
 }
 
 void apply_labels(oci::ContainerConfig& config, const std::map<std::string, std::string>& labels) {

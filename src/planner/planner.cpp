@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <unordered_map>
 
 #include "parser/flags.h"
 #include "parser/parser.h"
@@ -22,7 +23,6 @@ namespace kiln::planner {
 namespace {
 
 using parser::SourcePosition;
-using Env = std::vector<EnvVar>;
 
 constexpr std::string_view kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 constexpr std::string_view kKeyVersion = "kiln-cache/v1";
@@ -41,41 +41,28 @@ bool is_proxy_arg(std::string_view name) {
   return std::find(std::begin(kProxyArgs), std::end(kProxyArgs), lower(name)) != std::end(kProxyArgs);
 }
 
-const std::string* env_get(const Env& env, std::string_view name) {
-  for (const EnvVar& var : env) {
-    if (var.name == name) return &var.value;
-  }
-  return nullptr;
-}
-
-void env_set(Env& env, std::string name, std::string value) {
-  for (EnvVar& var : env) {
-    if (var.name == name) {
-      var.value = std::move(value);
-      return;
-    }
-  }
-  env.push_back({std::move(name), std::move(value)});
-}
-
 // The most bytes of names and values a stage's environment (or one LABEL's
 // labels) may hold: 16 MiB. Each word is capped by the lexer, but lines of
-// `ENV bN=$a` still add up, and each planned step keeps a copy. It is 8 times
+// `ENV bN=$a` still add up (and a RUN's definition holds them all). It is 8 times
 // the 2 MiB a RUN's whole argv and environment may take with Linux's default
 // 8 MiB stack (ARG_MAX), so nothing a RUN could receive is refused.
 constexpr std::size_t kMaxEnvBytes = std::size_t{16} << 20;
 
 // Fails once `env` outgrows kMaxEnvBytes; `what` names it in the error.
-Result<void> check_env_size(const Env& env, std::string_view what) {
-  std::size_t total = 0;
-  for (const EnvVar& var : env) total += var.name.size() + var.value.size();
-  if (total <= kMaxEnvBytes) return {};
+Result<void> check_env_size(const EnvironmentBuilder& env, std::string_view what) {
+  if (env.bytes() <= kMaxEnvBytes) return {};
   return Error{std::string(what) + " larger than " + std::to_string(kMaxEnvBytes) + " bytes"};
 }
 
-parser::EnvLookup lookup_in(const Env& env) {
+// The variables of `env` as a plain list (a ConfigChange's set_env and set_labels).
+std::vector<EnvVar> listed(const Environment& env) {
+  auto vars = env.vars();
+  return {vars.begin(), vars.end()};
+}
+
+parser::EnvLookup lookup_in(const EnvironmentBuilder& env) {
   return [&env](std::string_view name) -> std::optional<std::string> {
-    const std::string* value = env_get(env, name);
+    const std::string* value = env.find(name);
     if (value == nullptr) return std::nullopt;
     return *value;
   };
@@ -147,6 +134,22 @@ struct DeclaredArg {
   std::optional<std::string> value;
 };
 
+// A stage's ARGs, found by name in O(1): 200,000 ARG lines must not search the ones before.
+struct DeclaredArgs {
+  std::vector<DeclaredArg> list;  // in declaration order
+  std::unordered_map<std::string, std::size_t> position;  // name -> index in list
+
+  // Declares `name` last, or gives the ARG declared before its new value in place.
+  void declare(const std::string& name, std::optional<std::string> value) {
+    auto [at, added] = position.try_emplace(name, list.size());
+    if (added) {
+      list.push_back({name, std::move(value)});
+    } else {
+      list[at->second].value = std::move(value);
+    }
+  }
+};
+
 struct StageInfo {
   const parser::Stage* stage = nullptr;
   std::string name;  // lower case; empty when unnamed
@@ -163,9 +166,27 @@ std::string StageInfo::display_name() const {
   return name.empty() ? "stage-" + std::to_string(file_index) : name;
 }
 
+// The Dockerfile's stages, found by name through an index: each of 10,000 `FROM sN`
+// lines searching the stages before it made planning quadratic.
+struct StageTable {
+  std::vector<StageInfo> list;  // in file order
+  std::unordered_map<std::string, size_t> last_named;  // lower-case name -> the last stage of that name
+
+  void add(StageInfo info) {
+    if (!info.name.empty()) last_named[info.name] = list.size();
+    list.push_back(std::move(info));
+  }
+  // The last stage whose (lower-case) name is exactly `name`.
+  std::optional<size_t> named(const std::string& name) const {
+    auto found = last_named.find(name);
+    if (found == last_named.end()) return std::nullopt;
+    return found->second;
+  }
+};
+
 // What the FROM lines and the stages see: predefined args, build-arg overrides, meta ARGs.
 struct GlobalScope {
-  Env args;
+  EnvironmentBuilder args;
   std::set<std::string> declared;  // meta ARG names: consumed build args
 };
 
@@ -192,7 +213,7 @@ Result<GlobalScope> global_scope(const parser::TypedDockerfile& typed, const Pla
   };
   for (const auto& [name, value] : predefined) {
     auto override_value = options.build_args.find(name);
-    env_set(scope.args, name, override_value != options.build_args.end() ? override_value->second : value);
+    scope.args.set(name, override_value != options.build_args.end() ? override_value->second : value);
   }
   for (const parser::MetaArg& meta : typed.meta_args) {
     for (const parser::ArgDefinition& definition : meta.arg.args) {
@@ -205,7 +226,7 @@ Result<GlobalScope> global_scope(const parser::TypedDockerfile& typed, const Pla
         if (!expanded.ok()) return located(typed.filename, meta.range.start, expanded.error().message);
         value = *expanded;
       }
-      if (value) env_set(scope.args, definition.name, *value);
+      if (value) scope.args.set(definition.name, *value);
       if (auto size = check_env_size(scope.args, "build arguments"); !size.ok())
         return located(typed.filename, meta.range.start, size.error().message);
     }
@@ -214,7 +235,7 @@ Result<GlobalScope> global_scope(const parser::TypedDockerfile& typed, const Pla
 }
 
 Result<StageInfo> stage_info(const parser::TypedDockerfile& typed, size_t index, const GlobalScope& scope,
-                             const parser::ShellLexer& lexer, const std::vector<StageInfo>& earlier) {
+                             const parser::ShellLexer& lexer, const StageTable& earlier) {
   const parser::Stage& stage = typed.stages[index];
   SourcePosition where = stage.range.start;
   StageInfo info;
@@ -244,14 +265,12 @@ Result<StageInfo> stage_info(const parser::TypedDockerfile& typed, size_t index,
   }
   // As BuildKit's addState: only an earlier stage's exact (lower-case) name
   // makes FROM a stage reference; the latest stage of that name wins.
-  for (size_t i = earlier.size(); i-- > 0;) {
-    if (!earlier[i].name.empty() && earlier[i].name == *base) {
-      info.base.kind = StageBase::Kind::stage;
-      info.base.stage = i;
-      info.depends_on.insert(i);
-      info.dependency_position[i] = where;
-      return info;
-    }
+  if (auto i = earlier.named(*base)) {
+    info.base.kind = StageBase::Kind::stage;
+    info.base.stage = *i;
+    info.depends_on.insert(*i);
+    info.dependency_position[*i] = where;
+    return info;
   }
   if (*base == "scratch") {
     info.base.kind = StageBase::Kind::scratch;
@@ -270,16 +289,12 @@ Result<StageInfo> stage_info(const parser::TypedDockerfile& typed, size_t index,
 
 // --- pass 2: stage references, target, pruning, order --------------------
 
-std::optional<size_t> stage_by_name(const std::vector<StageInfo>& stages, std::string_view name) {
-  std::string wanted = lower(name);
-  for (size_t i = stages.size(); i-- > 0;) {
-    if (!stages[i].name.empty() && stages[i].name == wanted) return i;
-  }
-  return std::nullopt;
+std::optional<size_t> stage_by_name(const StageTable& stages, std::string_view name) {
+  return stages.named(lower(name));
 }
 
 // What `COPY --from=<from>` names: a stage by name, a stage by index, or an image.
-Result<StepInput> copy_source(const std::vector<StageInfo>& stages, const std::string& from,
+Result<StepInput> copy_source(const StageTable& stages, const std::string& from,
                               std::string_view filename, SourcePosition where) {
   StepInput input;
   if (from.empty()) return input;
@@ -292,7 +307,7 @@ Result<StepInput> copy_source(const std::vector<StageInfo>& stages, const std::s
   if (numeric || (from.size() > 1 && from[0] == '-' &&
                   std::all_of(from.begin() + 1, from.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))) {
     long index = std::strtol(from.c_str(), nullptr, 10);
-    if (index < 0 || static_cast<size_t>(index) >= stages.size()) {
+    if (index < 0 || static_cast<size_t>(index) >= stages.list.size()) {
       return located(filename, where, "invalid stage index " + from);
     }
     input.kind = StepInput::Kind::stage;
@@ -314,7 +329,7 @@ Result<StepInput> copy_source(const std::vector<StageInfo>& stages, const std::s
 }
 
 // What a RUN mount's `from` names: a stage by name or an image (no indices, as BuildKit).
-Result<StepInput> mount_source(const std::vector<StageInfo>& stages, const std::string& from,
+Result<StepInput> mount_source(const StageTable& stages, const std::string& from,
                                std::string_view filename, SourcePosition where) {
   StepInput input;
   if (auto stage = stage_by_name(stages, from)) {
@@ -366,7 +381,7 @@ Result<parser::Instruction> parse_trigger(const std::string& expression, const p
 
 // The stages `instruction` reads (COPY --from, RUN --mount from=) become
 // dependencies of `info`, first seen at `where`.
-Result<void> add_references(const std::vector<StageInfo>& stages, StageInfo& info,
+Result<void> add_references(const StageTable& stages, StageInfo& info,
                             const parser::Instruction& instruction, SourcePosition where, std::string_view filename) {
   if (auto* copy = std::get_if<parser::CopyInstruction>(&instruction.command)) {
     auto input = copy_source(stages, copy->from, filename, where);
@@ -383,8 +398,8 @@ Result<void> add_references(const std::vector<StageInfo>& stages, StageInfo& inf
   return {};
 }
 
-Result<void> collect_references(std::vector<StageInfo>& stages, std::string_view filename) {
-  for (StageInfo& info : stages) {
+Result<void> collect_references(StageTable& stages, std::string_view filename) {
+  for (StageInfo& info : stages.list) {
     for (const parser::Instruction& instruction : info.stage->instructions) {
       if (auto added = add_references(stages, info, instruction, instruction.range.start, filename); !added.ok()) {
         return added.error();
@@ -399,10 +414,10 @@ Result<void> collect_references(std::vector<StageInfo>& stages, std::string_view
 // Done after check_cycles, as BuildKit validates cycles before it reads
 // triggers. A trigger that does not parse adds nothing: the dispatcher reports
 // it, and only if the stage is needed.
-void collect_trigger_references(std::vector<StageInfo>& stages, std::string_view filename) {
-  for (StageInfo& info : stages) {
+void collect_trigger_references(StageTable& stages, std::string_view filename) {
+  for (StageInfo& info : stages.list) {
     if (info.base.kind != StageBase::Kind::stage) continue;
-    for (const parser::Instruction& instruction : stages[info.base.stage].stage->instructions) {
+    for (const parser::Instruction& instruction : stages.list[info.base.stage].stage->instructions) {
       auto* onbuild = std::get_if<parser::OnbuildInstruction>(&instruction.command);
       if (onbuild == nullptr) continue;
       auto trigger = parse_trigger(onbuild->expression, info.stage->range, filename);
@@ -412,36 +427,48 @@ void collect_trigger_references(std::vector<StageInfo>& stages, std::string_view
 }
 
 // BuildKit's validateCircularDependency: any cycle among all stages is an error.
+// A depth-first walk on an explicit stack: a chain of 100,000 stages (a 2 MB
+// Dockerfile) would overflow the call stack of a recursive one.
 Result<void> check_cycles(const std::vector<StageInfo>& stages, std::string_view filename) {
   enum class Mark { none, visiting, done };
   std::vector<Mark> marks(stages.size(), Mark::none);
-  std::optional<Error> failure;
-  std::function<bool(size_t)> visit = [&](size_t i) -> bool {
-    if (marks[i] == Mark::done) return true;
-    marks[i] = Mark::visiting;
-    for (size_t dependency : stages[i].depends_on) {
-      if (marks[dependency] == Mark::visiting) {
-        failure = located(filename, stages[i].dependency_position.at(dependency),
-                          "circular dependency detected on stage: " + stages[dependency].display_name());
-        return false;
-      }
-      if (!visit(dependency)) return false;
-    }
-    marks[i] = Mark::done;
-    return true;
+  struct Frame {
+    size_t stage;
+    std::set<size_t>::const_iterator next;  // its next dependency to visit
   };
-  for (size_t i = 0; i < stages.size(); ++i) {
-    if (!visit(i)) return *failure;
+  std::vector<Frame> path;  // the stages being visited, each depending on the one before
+  for (size_t root = 0; root < stages.size(); ++root) {
+    if (marks[root] != Mark::none) continue;
+    marks[root] = Mark::visiting;
+    path.push_back({root, stages[root].depends_on.begin()});
+    while (!path.empty()) {
+      Frame& frame = path.back();
+      const StageInfo& stage = stages[frame.stage];
+      if (frame.next == stage.depends_on.end()) {
+        marks[frame.stage] = Mark::done;
+        path.pop_back();
+        continue;
+      }
+      size_t dependency = *frame.next++;
+      if (marks[dependency] == Mark::visiting) {
+        return located(filename, stage.dependency_position.at(dependency),
+                       "circular dependency detected on stage: " + stages[dependency].display_name());
+      }
+      if (marks[dependency] == Mark::none) {
+        marks[dependency] = Mark::visiting;
+        path.push_back({dependency, stages[dependency].depends_on.begin()});
+      }
+    }
   }
   return {};
 }
 
-Result<size_t> find_target(const std::vector<StageInfo>& stages, const std::string& target) {
-  if (target.empty()) return stages.size() - 1;
+Result<size_t> find_target(const StageTable& stages, const std::string& target) {
+  if (target.empty()) return stages.list.size() - 1;
   if (auto index = stage_by_name(stages, target)) return *index;
   std::string message = "target stage \"" + target + "\" could not be found";
   std::vector<std::string_view> names;
-  for (const StageInfo& info : stages) {
+  for (const StageInfo& info : stages.list) {
     if (!info.name.empty()) names.push_back(info.name);
   }
   return Error{parser::with_suggestion(message, target, names, /*case_sensitive=*/true)};
@@ -467,20 +494,20 @@ std::vector<size_t> build_order(const std::vector<StageInfo>& stages, size_t tar
 // What later instructions of a stage see; a stage based on another starts
 // from that stage's final state (BuildKit's dispatchState.init).
 struct StageState {
-  Env env;  // build-time env: image ENV, ENV and ARG values, in order
+  EnvironmentBuilder env;  // build-time env: image ENV, ENV and ARG values, in order
   std::string working_dir;
   std::string user;
   std::vector<std::string> shell;
-  std::vector<DeclaredArg> args;  // ARGs declared so far, for RUN's history
+  DeclaredArgs args;  // ARGs declared so far, for RUN's history
   bool cmd_set = false;           // CMD written in this stage (not inherited)
   // ONBUILD triggers: on entry, those of the base to run first; on exit,
   // the stage's own ONBUILD instructions, for stages based on this one.
   std::vector<std::string> onbuild;
 };
 
-nlohmann::json to_json(const Env& env) {
+nlohmann::json to_json(const Environment& env) {
   nlohmann::json out = nlohmann::json::array();
-  for (const EnvVar& var : env) out.push_back({var.name, var.value});
+  for (const EnvVar& var : env.vars()) out.push_back({var.name, var.value});
   return out;
 }
 
@@ -680,7 +707,7 @@ class StageDispatcher {
  public:
   // `planned` holds the file indices of the stages planned so far.
   StageDispatcher(std::string_view filename, const parser::ShellLexer& lexer, const PlanOptions& options,
-                  const GlobalScope& global, const std::vector<StageInfo>& infos, std::set<std::string>& consumed,
+                  const GlobalScope& global, const StageTable& infos, std::set<std::string>& consumed,
                   const std::map<size_t, size_t>& planned)
       : filename_(filename), lexer_(lexer), options_(options), global_(global), infos_(infos),
         consumed_(consumed), planned_(planned) {}
@@ -697,18 +724,23 @@ class StageDispatcher {
       triggers.push_back(std::move(*trigger));
     }
     state.onbuild.clear();
-    size_t trigger_count = triggers.size();
-    triggers.insert(triggers.end(), info.stage->instructions.begin(), info.stage->instructions.end());
-    for (size_t i = 0; i < triggers.size(); ++i) {
-      const parser::Instruction& instruction = triggers[i];
+    // The triggers, then the stage's own instructions, read where they are (not copied).
+    std::vector<const parser::Instruction*> instructions;
+    instructions.reserve(triggers.size() + info.stage->instructions.size());
+    for (const parser::Instruction& trigger : triggers) instructions.push_back(&trigger);
+    for (const parser::Instruction& own : info.stage->instructions) instructions.push_back(&own);
+    stage.steps.reserve(instructions.size());
+    for (size_t i = 0; i < instructions.size(); ++i) {
+      const parser::Instruction& instruction = *instructions[i];
       Step step;
-      step.onbuild_trigger = i < trigger_count;
+      step.onbuild_trigger = i < triggers.size();
       step.range = instruction.range;
       step.text = instruction.text;
       step.working_dir = state.working_dir.empty() ? "/" : state.working_dir;
       step.user = state.user;
       auto planned = plan_step(instruction, state, step);
       if (!planned.ok()) return located(filename_, instruction.range.start, planned.error().message);
+      step.env = state.env.snapshot();  // after the step: an ENV or ARG sees its own values
       if (step.action != StepAction::config) {
         step.empty_layer = false;
         step.definition = definition_of(step, platform_);
@@ -770,29 +802,20 @@ class StageDispatcher {
         auto word = expand(*definition.default_value, state);
         if (!word.ok()) return word.error();
         value = *word;
-      } else if (const std::string* global = env_get(global_.args, definition.name)) {
+      } else if (const std::string* global = global_.args.find(definition.name)) {
         value = *global;  // a global ARG (or predefined one) redeclared without a value
       }
       bool proxy = is_proxy_arg(definition.name);
       if (value && !proxy) {
-        env_set(state.env, definition.name, *value);
+        state.env.set(definition.name, *value);
         if (auto size = check_env_size(state.env, "environment"); !size.ok()) return size.error();
       }
-      auto declared = std::find_if(state.args.begin(), state.args.end(),
-                                   [&](const DeclaredArg& a) { return a.name == definition.name; });
-      if (!proxy) {
-        if (declared != state.args.end()) {
-          declared->value = value;
-        } else {
-          state.args.push_back({definition.name, value});
-        }
-      }
+      if (!proxy) state.args.declare(definition.name, value);
       expanded.args.push_back({definition.name, value});
       history.push_back(value && !proxy ? definition.name + "=" + *value : definition.name);
     }
     // ARG values are build-time env only: no ConfigChange.
     step.instruction = expanded;
-    step.env = state.env;
     step.created_by = "ARG " + join(history, " ");
     return {};
   }
@@ -800,6 +823,7 @@ class StageDispatcher {
   Result<void> plan(const parser::EnvInstruction& env, StageState& state, Step& step) {
     step.keyword = parser::Keyword::env;
     parser::EnvInstruction expanded;
+    EnvironmentBuilder set_env;  // this line's pairs, for the image config
     std::string history = "ENV";
     for (const parser::KeyValue& pair : env.pairs) {
       auto key = expand(pair.key, state);
@@ -807,14 +831,14 @@ class StageDispatcher {
       auto value = expand(pair.value, state);
       if (!value.ok()) return value.error();
       // Each pair sees the ones before it on the same line, as in BuildKit.
-      env_set(state.env, *key, *value);
+      state.env.set(*key, *value);
       if (auto size = check_env_size(state.env, "environment"); !size.ok()) return size.error();
-      env_set(step.config.set_env, *key, *value);
+      set_env.set(*key, *value);
       history += " " + *key + "=" + *value;
       expanded.pairs.push_back({*key, *value, pair.legacy_form});
     }
     step.instruction = expanded;
-    step.env = state.env;
+    step.config.set_env = listed(set_env.snapshot());
     step.created_by = history;
     return {};
   }
@@ -822,19 +846,20 @@ class StageDispatcher {
   Result<void> plan(const parser::LabelInstruction& label, StageState& state, Step& step) {
     step.keyword = parser::Keyword::label;
     parser::LabelInstruction expanded;
+    EnvironmentBuilder labels;  // a name given twice keeps its first place, as env names do
     std::string history = "LABEL";
     for (const parser::KeyValue& pair : label.pairs) {
       auto key = expand(pair.key, state);
       if (!key.ok()) return key.error();
       auto value = expand(pair.value, state);
       if (!value.ok()) return value.error();
-      env_set(step.config.set_labels, *key, *value);
-      if (auto size = check_env_size(step.config.set_labels, "labels"); !size.ok()) return size.error();
+      labels.set(*key, *value);
+      if (auto size = check_env_size(labels, "labels"); !size.ok()) return size.error();
       history += " " + *key + "=" + *value;
       expanded.pairs.push_back({*key, *value, pair.legacy_form});
     }
     step.instruction = expanded;
-    step.env = state.env;
+    step.config.set_labels = listed(labels.snapshot());
     step.created_by = history;
     return {};
   }
@@ -848,7 +873,6 @@ class StageDispatcher {
     state.working_dir = absolute;
     step.working_dir = absolute;
     step.instruction = parser::WorkdirInstruction{*path};
-    step.env = state.env;
     step.config.working_dir = absolute;
     // BuildKit makes the directory (a layer) unless it is the root.
     step.action = absolute == "/" ? StepAction::config : StepAction::mkdir;
@@ -863,7 +887,6 @@ class StageDispatcher {
     state.user = *value;
     step.user = *value;
     step.instruction = parser::UserInstruction{*value};
-    step.env = state.env;
     step.config.user = *value;
     step.created_by = "USER " + *value;
     return {};
@@ -877,7 +900,6 @@ class StageDispatcher {
       if (path.empty()) return Error{"VOLUME specified can not be an empty string"};
     }
     step.instruction = parser::VolumeInstruction{*paths};
-    step.env = state.env;
     step.config.add_volumes = *paths;
     step.created_by = "VOLUME " + go_list(*paths);
     return {};
@@ -927,7 +949,6 @@ class StageDispatcher {
       ports.insert(ports.end(), parsed->begin(), parsed->end());
     }
     step.instruction = parser::ExposeInstruction{words};
-    step.env = state.env;
     step.config.add_exposed_ports = ports;
     step.created_by = "EXPOSE " + go_list(ports);
     return {};
@@ -939,7 +960,6 @@ class StageDispatcher {
     if (!value.ok()) return value.error();
     if (value->empty()) return Error{"invalid signal: empty"};
     step.instruction = parser::StopSignalInstruction{*value};
-    step.env = state.env;
     step.config.stop_signal = *value;
     step.created_by = "STOPSIGNAL " + *value;
     return {};
@@ -949,7 +969,6 @@ class StageDispatcher {
     step.keyword = parser::Keyword::shell;
     state.shell = shell.shell;
     step.instruction = shell;
-    step.env = state.env;
     step.config.shell = shell.shell;
     step.created_by = "SHELL " + go_list(shell.shell);
     return {};
@@ -961,7 +980,6 @@ class StageDispatcher {
         cmd.command.prepend_shell ? with_shell(state, cmd.command.args) : cmd.command.args;
     state.cmd_set = true;
     step.instruction = cmd;
-    step.env = state.env;
     step.config.cmd = args;
     step.created_by = "CMD " + go_quoted_list(args);
     return {};
@@ -970,7 +988,6 @@ class StageDispatcher {
   Result<void> plan(const parser::EntrypointInstruction& entrypoint, StageState& state, Step& step) {
     step.keyword = parser::Keyword::entrypoint;
     step.instruction = entrypoint;
-    step.env = state.env;
     step.config.set_entrypoint = true;
     std::vector<std::string> args;
     if (entrypoint.command.prepend_shell) {
@@ -987,12 +1004,11 @@ class StageDispatcher {
     return {};
   }
 
-  Result<void> plan(const parser::HealthcheckInstruction& health, StageState& state, Step& step) {
+  Result<void> plan(const parser::HealthcheckInstruction& health, StageState&, Step& step) {
     step.keyword = parser::Keyword::healthcheck;
     Healthcheck check{health.test,         health.interval.count(),       health.timeout.count(),
                       health.start_period.count(), health.start_interval.count(), health.retries};
     step.instruction = health;
-    step.env = state.env;
     step.config.healthcheck = check;
     step.created_by = "HEALTHCHECK {Test:" + go_list(check.test) + " Interval:" + go_duration(check.interval_ns) +
                       " Timeout:" + go_duration(check.timeout_ns) + " StartPeriod:" +
@@ -1004,17 +1020,15 @@ class StageDispatcher {
   Result<void> plan(const parser::OnbuildInstruction& onbuild, StageState& state, Step& step) {
     step.keyword = parser::Keyword::onbuild;
     step.instruction = onbuild;
-    step.env = state.env;
     step.config.add_onbuild.push_back(onbuild.expression);
     state.onbuild.push_back(onbuild.expression);
     // BuildKit writes no history entry for ONBUILD: created_by stays empty.
     return {};
   }
 
-  Result<void> plan(const parser::MaintainerInstruction& maintainer, StageState& state, Step& step) {
+  Result<void> plan(const parser::MaintainerInstruction& maintainer, StageState&, Step& step) {
     step.keyword = parser::Keyword::maintainer;
     step.instruction = maintainer;
-    step.env = state.env;
     step.config.author = maintainer.maintainer;
     step.created_by = "MAINTAINER " + maintainer.maintainer;
     return {};
@@ -1056,8 +1070,8 @@ class StageDispatcher {
   // BuildKit's runCommandString: `|N K=V ...` of the declared ARGs, then argv.
   std::string run_history(const StageState& state, const std::vector<std::string>& argv) const {
     std::vector<std::string> parts;
-    for (const DeclaredArg& arg : state.args) {
-      const std::string* value = env_get(state.env, arg.name);
+    for (const DeclaredArg& arg : state.args.list) {
+      const std::string* value = state.env.find(arg.name);
       parts.push_back(arg.name + "=" + (value ? *value : arg.value.value_or("")));
     }
     if (!parts.empty()) parts.insert(parts.begin(), "|" + std::to_string(parts.size()));
@@ -1093,7 +1107,6 @@ class StageDispatcher {
       step.mount_inputs.push_back(slot);
     }
     step.instruction = resolved;
-    step.env = state.env;
     step.sandbox = run_sandbox();
     run_argv(resolved, state, step);
     step.created_by = run_history(state, step.argv);
@@ -1149,7 +1162,6 @@ class StageDispatcher {
     step.inputs.push_back(*source);
     step.destination = absolute_destination(step.working_dir, expanded.files.destination);
     step.instruction = expanded;
-    step.env = state.env;
     step.created_by = copy_history("COPY", expanded.files, expanded.parents, expanded.chown, expanded.chmod);
     return {};
   }
@@ -1167,7 +1179,6 @@ class StageDispatcher {
     step.inputs.push_back(StepInput{});
     step.destination = absolute_destination(step.working_dir, expanded.files.destination);
     step.instruction = expanded;
-    step.env = state.env;
     step.created_by = copy_history("ADD", expanded.files, false, expanded.chown, expanded.chmod);
     return {};
   }
@@ -1176,7 +1187,7 @@ class StageDispatcher {
   const parser::ShellLexer& lexer_;
   const PlanOptions& options_;
   const GlobalScope& global_;
-  const std::vector<StageInfo>& infos_;
+  const StageTable& infos_;
   std::set<std::string>& consumed_;
   const std::map<size_t, size_t>& planned_;
   oci::Platform platform_;
@@ -1201,7 +1212,7 @@ Result<StageState> image_state(const StageBase& base, const oci::Platform& platf
     const BaseImageConfig* config = &known->second;
     for (const std::string& entry : config->env) {
       size_t equals = entry.find('=');
-      env_set(state.env, entry.substr(0, equals), equals == std::string::npos ? "" : entry.substr(equals + 1));
+      state.env.set(entry.substr(0, equals), equals == std::string::npos ? "" : entry.substr(equals + 1));
     }
     if (auto size = check_env_size(state.env, "base image " + base.reference->str() + " environment"); !size.ok())
       return size.error();
@@ -1210,9 +1221,9 @@ Result<StageState> image_state(const StageBase& base, const oci::Platform& platf
     state.shell = config->shell;
     state.onbuild = config->onbuild;
   }
-  if (env_get(state.env, "PATH") == nullptr && platform.os != "windows") {
+  if (state.env.find("PATH") == nullptr && platform.os != "windows") {
     added_env.push_back({"PATH", std::string(kDefaultPath)});
-    env_set(state.env, "PATH", std::string(kDefaultPath));
+    state.env.set("PATH", std::string(kDefaultPath));
   }
   return state;
 }
@@ -1245,12 +1256,12 @@ std::vector<EnvVar> proxy_env(const std::map<std::string, std::string>& build_ar
 // (`context`) or a source stage's remote ADD (a stage name); kiln does not, and
 // says so rather than build with another time.
 Result<std::optional<std::int64_t>> source_date_epoch(const PlanOptions& options, const GlobalScope& global,
-                                                      const std::vector<StageInfo>& stages) {
+                                                      const StageTable& stages) {
   constexpr std::string_view kName = "SOURCE_DATE_EPOCH";
   std::string value;
   if (auto given = options.build_args.find(std::string(kName)); given != options.build_args.end()) {
     value = given->second;
-  } else if (const std::string* declared = env_get(global.args, kName)) {
+  } else if (const std::string* declared = global.args.find(kName)) {
     value = *declared;
   }
   if (value.empty()) return std::optional<std::int64_t>();
@@ -1286,28 +1297,35 @@ Result<BuildGraph> plan(const parser::Dockerfile& dockerfile, const PlanOptions&
 
   auto global = global_scope(*typed, options, lexer);
   if (!global.ok()) return global.error();
-  std::vector<StageInfo> infos;
+  StageTable infos;
   for (size_t i = 0; i < typed->stages.size(); ++i) {
     auto info = stage_info(*typed, i, *global, lexer, infos);
     if (!info.ok()) return info.error();
-    infos.push_back(std::move(*info));
+    infos.add(std::move(*info));
   }
   auto epoch = source_date_epoch(options, *global, infos);
   if (!epoch.ok()) return epoch.error();
   auto target = find_target(infos, options.target);
   if (!target.ok()) return target.error();
   if (auto references = collect_references(infos, filename); !references.ok()) return references.error();
-  if (auto cycles = check_cycles(infos, filename); !cycles.ok()) return cycles.error();
+  if (auto cycles = check_cycles(infos.list, filename); !cycles.ok()) return cycles.error();
   collect_trigger_references(infos, filename);
 
   BuildGraph graph;
   std::set<std::string> consumed = global->declared;
   std::map<size_t, size_t> graph_index;  // file index -> index in graph.stages
   StageDispatcher dispatcher(filename, lexer, options, *global, infos, consumed, graph_index);
-  std::map<size_t, StageState> final_states;
+  const std::vector<size_t> order = build_order(infos.list, *target);
+  // How many stages still to plan start from each stage's final state: the last of them
+  // takes it over rather than copy it, so a chain of 10,000 stages copies no state.
+  std::map<size_t, size_t> base_uses;
+  for (size_t file_index : order) {
+    if (infos.list[file_index].base.kind == StageBase::Kind::stage) ++base_uses[infos.list[file_index].base.stage];
+  }
+  std::map<size_t, StageState> final_states;  // of the stages that base_uses still counts
   ResolvedBases resolved_bases;
-  for (size_t file_index : build_order(infos, *target)) {
-    const StageInfo& info = infos[file_index];
+  for (size_t file_index : order) {
+    const StageInfo& info = infos.list[file_index];
     Stage stage;
     stage.name = info.name;
     stage.file_index = file_index;
@@ -1318,7 +1336,13 @@ Result<BuildGraph> plan(const parser::Dockerfile& dockerfile, const PlanOptions&
     if (info.base.kind == StageBase::Kind::stage) {
       const Stage& base = graph.stages[graph_index.at(info.base.stage)];
       stage.platform = info.platform.value_or(base.platform);
-      state = final_states.at(info.base.stage);
+      auto from = final_states.find(info.base.stage);
+      if (--base_uses.at(info.base.stage) == 0) {
+        state = std::move(from->second);
+        final_states.erase(from);
+      } else {
+        state = from->second;
+      }
       state.cmd_set = false;
     } else {
       stage.platform = info.platform.value_or(options.target_platform);
@@ -1327,12 +1351,12 @@ Result<BuildGraph> plan(const parser::Dockerfile& dockerfile, const PlanOptions&
       state = std::move(*initial);
     }
     if (auto dispatched = dispatcher.dispatch(stage, info, state); !dispatched.ok()) return dispatched.error();
-    final_states[file_index] = std::move(state);
+    if (base_uses.count(file_index) != 0) final_states.emplace(file_index, std::move(state));
     graph_index[file_index] = graph.stages.size();
     graph.stages.push_back(std::move(stage));
   }
   for (Stage& stage : graph.stages) {
-    const StageInfo& info = infos[stage.file_index];
+    const StageInfo& info = infos.list[stage.file_index];
     if (stage.base.kind == StageBase::Kind::stage) stage.base.stage = graph_index.at(stage.base.stage);
     for (size_t dependency : info.depends_on) stage.depends_on.push_back(graph_index.at(dependency));
     for (Step& step : stage.steps) {

@@ -30,16 +30,9 @@
 #include "oci/reference.h"
 #include "parser/ast.h"
 #include "parser/instructions.h"
+#include "planner/environment.h"
 
 namespace kiln::planner {
-
-/// One environment variable; lists of them keep their order (later entries of
-/// the same name have already replaced earlier ones: names are unique).
-struct EnvVar {
-  std::string name;
-  std::string value;
-  friend bool operator==(const EnvVar&, const EnvVar&) = default;
-};
 
 /// What the planner needs to know of a base image's config: the caller pulls
 /// (or looks up) the image and answers. Env entries are `NAME=value`.
@@ -182,7 +175,9 @@ struct Step {
   /// base image ENV, earlier ENV and ARG values in effect, in order (for ENV
   /// and ARG steps: including their own). This is the whole RUN environment
   /// apart from proxy args, which are never in it (see BuildGraph::proxy_env).
-  std::vector<EnvVar> env;
+  /// A shared snapshot: steps that set nothing share the one before them, and an
+  /// ENV or ARG step's holds only what it set.
+  Environment env;
   std::string working_dir;  // in effect when the step runs; absolute; "/" by default
   std::string user;         // in effect when the step runs; empty: root
 

@@ -330,7 +330,8 @@ TEST(ImageConfigTest, ScratchStartsAtTheRootWithThePlatformAndPath) {
   planner::Stage stage;
   stage.platform = *oci::Platform::parse("linux/arm64");
   stage.added_env = {{"PATH", "/usr/bin:/bin"}};
-  const oci::ImageConfig config = start_stage_config(scratch_config(), stage);
+  const StageConfig started = start_stage_config(StageConfig(scratch_config()), stage);
+  const oci::ImageConfig& config = started.image();
   EXPECT_EQ(config.config.working_dir, "/");
   EXPECT_EQ(config.os, "linux");
   EXPECT_EQ(config.architecture, "arm64");
@@ -340,15 +341,17 @@ TEST(ImageConfigTest, ScratchStartsAtTheRootWithThePlatformAndPath) {
 }
 
 TEST(ImageConfigTest, EntrypointResetsAnInheritedCmdAndEnvReplacesInPlace) {
-  oci::ContainerConfig config;
-  config.env = {"PATH=/bin", "A=1"};
-  config.cmd = {"sh"};
+  oci::ImageConfig image;
+  image.config.env = {"PATH=/bin", "A=1"};
+  image.config.cmd = {"sh"};
+  StageConfig stage_config(image);
   planner::ConfigChange change;
   change.set_env = {{"PATH", "/usr/bin"}, {"B", "2"}};
   change.set_entrypoint = true;
   change.entrypoint = std::vector<std::string>{"/app"};
   change.clear_cmd = true;
-  apply_config_change(config, change);
+  stage_config.apply(change);
+  const oci::ContainerConfig& config = stage_config.image().config;
   EXPECT_EQ(config.env, (std::vector<std::string>{"PATH=/usr/bin", "A=1", "B=2"}));
   EXPECT_EQ(config.entrypoint, (std::vector<std::string>{"/app"}));
   EXPECT_TRUE(config.cmd.empty());

@@ -49,8 +49,8 @@ Strings stage_names(const BuildGraph& graph) {
   return names;
 }
 
-std::optional<std::string> env_value(const std::vector<EnvVar>& env, std::string_view name) {
-  for (const EnvVar& var : env) {
+std::optional<std::string> env_value(const Environment& env, std::string_view name) {
+  for (const EnvVar& var : env.vars()) {
     if (var.name == name) return var.value;
   }
   return std::nullopt;
@@ -374,6 +374,54 @@ TEST(PlannerExpansion, AnEnvironmentLargerThanSixteenMebibytesFailsOnItsLine) {
   meta += "FROM scratch\n";
   // b14 on line 25 makes sixteen values of 1 MiB, plus the names and predefined args.
   EXPECT_EQ(error_of(meta), "Dockerfile:25:1: build arguments larger than 16777216 bytes");
+}
+
+// Issue 13 item 10: each step held a copy of the whole environment, so 20,000 ENV
+// lines stored 200 million variables. Steps share it: together they store about one
+// entry per variable set (at most three, with compaction), and a step that sets
+// nothing shares its predecessor's snapshot.
+TEST(PlannerScale, TwentyThousandEnvLinesShareOneEnvironment) {
+  std::string dockerfile = "FROM scratch\n";
+  for (int i = 0; i < 20000; ++i) {
+    dockerfile += i % 10 == 9 ? "ENV v" + std::to_string(i - 5) + "=${v" + std::to_string(i - 1) + "}x\n"
+                              : "ENV v" + std::to_string(i) + "=value" + std::to_string(i) + "\n";
+  }
+  dockerfile += "LABEL done=yes\nRUN true\n";
+  const BuildGraph graph = planned(dockerfile);
+  const std::vector<Step>& steps = graph.stages.at(0).steps;
+  ASSERT_EQ(steps.size(), 20002u);
+  std::size_t stored = 0;
+  for (const Step& step : steps) stored += step.env.own_entries();
+  EXPECT_LE(stored, 3u * 20001);
+  EXPECT_TRUE(steps[20000].env.same_snapshot(steps[19999].env));  // LABEL
+  EXPECT_TRUE(steps[20001].env.same_snapshot(steps[19999].env));  // RUN
+  const Environment& env = steps.back().env;
+  EXPECT_EQ(env.size(), 18001u);  // PATH and 18,000 names
+  EXPECT_EQ(env_value(env, "v4"), "value8x");
+  EXPECT_EQ(env_value(env, "v19994"), "value19998x");
+  EXPECT_EQ(env_value(steps[9].env, "v4"), "value8x");  // its own line
+  EXPECT_EQ(env_value(steps[8].env, "v4"), "value4");
+  EXPECT_EQ(env.vars().front().get(), (EnvVar{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}));
+}
+
+// 5,000 chained stages, each FROM the one before with an ENV of its own: each starts from
+// its base's final state (taken over, not copied), and the last sees every variable.
+TEST(PlannerScale, ChainedStagesEachSeeTheirBasesEnvironment) {
+  std::string dockerfile = "FROM scratch AS s0\nENV e0=v0\n";
+  for (int i = 1; i < 5000; ++i) {
+    dockerfile += "FROM s" + std::to_string(i - 1) + " AS s" + std::to_string(i) + "\nENV e" + std::to_string(i) +
+                  "=$e" + std::to_string(i - 1) + "\n";
+  }
+  const BuildGraph graph = planned(dockerfile);
+  ASSERT_EQ(graph.stages.size(), 5000u);
+  std::size_t stored = 0;
+  for (const Stage& stage : graph.stages) stored += stage.steps.at(0).env.own_entries();
+  EXPECT_LE(stored, 3u * 5001);
+  const Environment& last = graph.stages.back().steps.back().env;
+  EXPECT_EQ(last.size(), 5001u);
+  EXPECT_EQ(env_value(last, "e4999"), "v0");
+  EXPECT_EQ(graph.stages.back().base.stage, 4998u);
+  EXPECT_EQ(graph.stages.back().depends_on, (std::vector<std::size_t>{4998}));
 }
 
 // --- config and history -----------------------------------------------------
