@@ -30,6 +30,7 @@
 #include <vector>
 #include <nlohmann/json.hpp>
 
+#include "cache/compression.h"
 #include "cache/context.h"
 #include "cache/store.h"
 #include "cli/commands.h"
@@ -384,23 +385,27 @@ Result<bool> extract_if_archive(const fs::path& archive_path, const fs::path& de
   struct stat info{};
   if (::stat(archive_path.c_str(), &info) != 0) return sys_error("stat", archive_path.string());
   if (info.st_size == 0) return false;
-  std::unique_ptr<archive, decltype(&archive_read_free)> reader(archive_read_new(), archive_read_free);
+  UniqueFd archive_fd(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!archive_fd) return sys_error("open", archive_path.string());
+  // Decompressed once, as Docker does: a compressed tar inside a compression is no tar.
+  auto decompressed = cache::DecompressedArchive::open(archive_fd.get(), cache::Decompressors::archive,
+                                                       cache::DecompressedArchive::Format::tar);
+  if (!decompressed) return false;  // as for any other file libarchive cannot read: a Dockerfile
+  archive* reader = (*decompressed)->get();
   std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_disk_new(), archive_write_free);
-  if (!reader || !writer) return Error{"context archive: out of memory"};
-  archive_read_support_filter_all(reader.get());
-  archive_read_support_format_tar(reader.get());
-  archive_read_support_format_gnutar(reader.get());
+  if (!writer) return Error{"context archive: out of memory"};
+  // SPARSE: zero blocks stay holes, so a sparse file in the tar costs its data, not its length.
   archive_write_disk_set_options(writer.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
-                                                   ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT);
-  if (archive_read_open_filename(reader.get(), archive_path.c_str(), 65536) != ARCHIVE_OK) return false;
+                                                   ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                                   ARCHIVE_EXTRACT_SPARSE);
   bool first = true;
   for (;;) {
     archive_entry* entry = nullptr;
-    const int status = archive_read_next_header(reader.get(), &entry);
+    const int status = archive_read_next_header(reader, &entry);
     if (status == ARCHIVE_EOF) return true;
     if (status < ARCHIVE_WARN) {
       if (first) return false;  // not a tar: the caller reads it as a Dockerfile
-      return Error{std::string("context archive: ") + archive_error_string(reader.get())};
+      return Error{std::string("context archive: ") + archive_error_string(reader)};
     }
     first = false;
     const auto type = archive_entry_filetype(entry);
@@ -420,9 +425,9 @@ Result<bool> extract_if_archive(const fs::path& archive_path, const fs::path& de
     size_t size = 0;
     la_int64_t offset = 0;
     for (;;) {
-      const int read = archive_read_data_block(reader.get(), &block, &size, &offset);
+      const int read = archive_read_data_block(reader, &block, &size, &offset);
       if (read == ARCHIVE_EOF) break;
-      if (read < ARCHIVE_WARN) return Error{std::string("context archive: ") + archive_error_string(reader.get())};
+      if (read < ARCHIVE_WARN) return Error{std::string("context archive: ") + archive_error_string(reader)};
       if (archive_write_data_block(writer.get(), block, size, offset) < ARCHIVE_WARN) {
         return Error{std::string("context archive: ") + archive_error_string(writer.get())};
       }
