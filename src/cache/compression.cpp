@@ -1,15 +1,20 @@
 #include "cache/compression.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
+#include <initializer_list>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/fd.h"
@@ -24,6 +29,9 @@ constexpr int kGzipLevel = 6;                       // zlib's default; what gzip
 constexpr std::size_t kGzipChunkSize = 1u << 20;    // input bytes deflated per job
 constexpr std::size_t kGzipDictionarySize = 32u << 10;  // deflate's whole window
 constexpr int kZstdLevel = 3;                       // zstd's default
+
+constexpr std::size_t kReadBlockSize = 1u << 17;    // what DecompressedArchive reads at once
+constexpr std::size_t kMagicSize = 8;               // enough bytes for every magic number below
 
 class PassThroughSink final : public Sink {
  public:
@@ -282,9 +290,47 @@ Result<std::unique_ptr<Sink>> make_zstd(int threads, Sink& next) {
   return std::unique_ptr<Sink>(std::make_unique<ZstdSink>(context, next));
 }
 
+bool starts_with(const unsigned char* head, std::size_t size, std::initializer_list<unsigned char> magic) {
+  return size >= magic.size() && std::equal(magic.begin(), magic.end(), head);
+}
+
+std::string archive_message(archive* a) {
+  const char* text = archive_error_string(a);
+  return text != nullptr ? text : "libarchive failed";
+}
+
+int filter_code(StreamCompression compression) {
+  switch (compression) {
+    case StreamCompression::gzip: return ARCHIVE_FILTER_GZIP;
+    case StreamCompression::zstd: return ARCHIVE_FILTER_ZSTD;
+    case StreamCompression::bzip2: return ARCHIVE_FILTER_BZIP2;
+    case StreamCompression::xz: return ARCHIVE_FILTER_XZ;
+    case StreamCompression::none: break;
+  }
+  return ARCHIVE_FILTER_NONE;
+}
+
 }  // namespace
 
 Result<void> FdSink::write(const void* data, std::size_t size) { return write_all(fd_, data, size, name_); }
+
+Result<void> SparseFileSink::write(const void* data, std::size_t size) {
+  if (!next_) {
+    const off_t at = ::lseek(fd_, 0, SEEK_CUR);
+    if (at < 0) return sys_error("lseek", name_);
+    next_ = at;
+  }
+  if (auto written = file_.write(data, size, *next_); !written) return written;
+  *next_ += static_cast<off_t>(size);
+  return {};
+}
+
+Result<void> SparseFileSink::finish() {
+  if (!next_) return {};  // nothing was written
+  if (auto finished = file_.finish(*next_); !finished) return finished;
+  if (::lseek(fd_, *next_, SEEK_SET) < 0) return sys_error("lseek", name_);
+  return {};
+}
 
 Result<void> HashingSink::write(const void* data, std::size_t size) {
   hash_.update(data, size);
@@ -308,6 +354,107 @@ Result<std::unique_ptr<Sink>> make_compressor(LayerCompression kind, int threads
       return make_zstd(threads, next);
   }
   return Error{"unknown layer compression"};
+}
+
+StreamCompression detect_compression(const void* head, std::size_t size, Decompressors allowed) {
+  const auto* bytes = static_cast<const unsigned char*>(head);
+  if (starts_with(bytes, size, {0x1f, 0x8b, 0x08})) return StreamCompression::gzip;
+  // A zstd frame, or a skippable frame (magic 0x184D2A5?, little-endian) before one.
+  if (starts_with(bytes, size, {0x28, 0xb5, 0x2f, 0xfd}) ||
+      (size >= 8 && (bytes[0] & 0xf0) == 0x50 && bytes[1] == 0x2a && bytes[2] == 0x4d && bytes[3] == 0x18)) {
+    return StreamCompression::zstd;
+  }
+  if (allowed == Decompressors::layer) return StreamCompression::none;
+  if (starts_with(bytes, size, {'B', 'Z', 'h'})) return StreamCompression::bzip2;
+  if (starts_with(bytes, size, {0xfd, '7', 'z', 'X', 'Z', 0x00})) return StreamCompression::xz;
+  return StreamCompression::none;
+}
+
+const char* to_string(StreamCompression compression) {
+  switch (compression) {
+    case StreamCompression::none: return "none";
+    case StreamCompression::gzip: return "gzip";
+    case StreamCompression::zstd: return "zstd";
+    case StreamCompression::bzip2: return "bzip2";
+    case StreamCompression::xz: return "xz";
+  }
+  return "unknown";
+}
+
+Result<std::unique_ptr<DecompressedArchive>> DecompressedArchive::open(int fd, Decompressors allowed, Format format,
+                                                                      Record* record) {
+  std::unique_ptr<DecompressedArchive> self(new DecompressedArchive(fd));
+  self->record_ = record;
+  self->buffer_.resize(kReadBlockSize);
+  // Read ahead until the magic numbers can be told apart (a pipe may hand out less).
+  while (self->head_ < kMagicSize) {
+    const ssize_t got = ::read(fd, self->buffer_.data() + self->head_, self->buffer_.size() - self->head_);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return sys_error("read", "");
+    if (got == 0) break;
+    self->head_ += static_cast<std::size_t>(got);
+  }
+  self->compression_ = detect_compression(self->buffer_.data(), self->head_, allowed);
+  self->archive_ = archive_read_new();
+  archive* a = self->archive_;
+  if (a == nullptr) return Error{"cannot create a libarchive reader"};
+  // Appending a filter turns libarchive's bidding off: this one decompressor, and no other.
+  // No external programs either: Debian's libarchive has all four built in.
+  if (self->compression_ != StreamCompression::none &&
+      archive_read_append_filter(a, filter_code(self->compression_)) != ARCHIVE_OK) {
+    return Error{std::string("libarchive: ") + to_string(self->compression_) + ": " + archive_message(a)};
+  }
+  // "empty" only for a blob of no bytes: libarchive would also take a decompressor that
+  // fails at once (a truncated gzip) for an empty stream.
+  const bool formats = format == Format::raw
+                           ? archive_read_support_format_raw(a) == ARCHIVE_OK &&
+                                 (self->head_ > 0 || archive_read_support_format_empty(a) == ARCHIVE_OK)
+                           : archive_read_support_format_tar(a) == ARCHIVE_OK;
+  if (!formats) return Error{"libarchive: " + archive_message(a)};
+  if (archive_read_open(a, self.get(), nullptr, &DecompressedArchive::read, nullptr) != ARCHIVE_OK) {
+    return Error{archive_message(a)};
+  }
+  return self;
+}
+
+Result<bool> DecompressedArchive::begin_raw() {
+  archive_entry* entry = nullptr;
+  const int status = archive_read_next_header(archive_, &entry);
+  if (status == ARCHIVE_EOF) return false;
+  if (status >= ARCHIVE_WARN) return true;
+  // The raw format takes any byte, so only a decompressor that yields none fails here.
+  if (compression_ == StreamCompression::none) return Error{archive_message(archive_)};
+  return Error{std::string("cannot decompress the ") + to_string(compression_) + " data: truncated or corrupt"};
+}
+
+DecompressedArchive::~DecompressedArchive() {
+  if (archive_ != nullptr) archive_read_free(archive_);
+}
+
+ssize_t DecompressedArchive::read(archive* a, void* context, const void** block) {
+  auto* self = static_cast<DecompressedArchive*>(context);
+  *block = self->buffer_.data();
+  ssize_t got = static_cast<ssize_t>(std::exchange(self->head_, 0));  // the bytes read ahead come first
+  while (got == 0) {
+    got = ::read(self->fd_, self->buffer_.data(), self->buffer_.size());
+    if (got >= 0) break;
+    if (errno == EINTR) {
+      got = 0;
+      continue;
+    }
+    archive_set_error(a, errno, "read: %s", std::strerror(errno));
+    if (self->record_) self->record_->read_failed = true;
+    return -1;
+  }
+  if (Record* record = self->record_; record != nullptr && !record->stopped) {
+    if (record->bytes.size() + static_cast<std::size_t>(got) > record->limit) {
+      archive_set_error(a, EFBIG, "larger than the %zu MiB limit", record->limit >> 20);
+      record->read_failed = true;
+      return -1;
+    }
+    record->bytes.append(self->buffer_.data(), static_cast<std::size_t>(got));
+  }
+  return got;
 }
 
 const char* to_string(LayerCompression kind) {

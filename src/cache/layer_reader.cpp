@@ -1,4 +1,5 @@
 #include "cache/layer_reader.h"
+#include "cache/compression.h"
 #include "cache/scoped_locale.h"
 
 #include <archive.h>
@@ -31,7 +32,6 @@ namespace {
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kWhiteoutMetaPrefix = ".wh..wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
-constexpr std::size_t kReadBlockSize = 1u << 17;
 
 using ArchivePtr = std::unique_ptr<archive, decltype(&archive_read_free)>;
 
@@ -122,20 +122,6 @@ std::string child_path(const std::string& dir, std::string_view name) {
   return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
 }
 
-Result<void> write_all_at(int fd, const char* data, std::size_t size, off_t offset, const std::string& path) {
-  while (size > 0) {
-    const ssize_t written = ::pwrite(fd, data, size, offset);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("write", path);
-    }
-    data += written;
-    size -= static_cast<std::size_t>(written);
-    offset += written;
-  }
-  return {};
-}
-
 // Attributes a layer may not set: overlayfs' own would change what the overlay shows
 // (redirects, metacopy, opacity) behind the whiteout rules' back.
 bool is_overlay_xattr(std::string_view name) {
@@ -161,10 +147,14 @@ class LayerApplier {
       if (status == ARCHIVE_EOF) break;
       // ARCHIVE_WARN: a name not convertible to the locale (kept as bytes: see the locale pinned in apply_layer).
       if (status < ARCHIVE_WARN) return Error{"read layer: " + archive_message(a)};
+      started_ = true;
       if (auto applied = apply_entry(a, entry); !applied) return applied;
     }
     return finish_directories();
   }
+
+  // Whether a first header was read: before that, a failure means the stream is no tar.
+  bool started() const { return started_; }
 
  private:
   Result<void> apply_entry(archive* a, archive_entry* entry) {
@@ -301,10 +291,7 @@ class LayerApplier {
     if (auto cleared = clear_slot(dir_fd, base, path, false); !cleared) return cleared.error();
     UniqueFd file(::openat(dir_fd, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!file) return sys_error("create", path);
-    if (auto written = write_contents(a, file.get(), path); !written) return written;
-    if (archive_entry_size_is_set(entry) && ::ftruncate(file.get(), archive_entry_size(entry)) != 0) {
-      return sys_error("ftruncate", path);  // sets the length of a sparse file's trailing hole
-    }
+    if (auto written = write_contents(a, entry, file.get(), path); !written) return written;
     // chown clears setuid/setgid and security.capability, so it comes before both.
     if (auto owned = set_owner(file.get(), path, entry); !owned) return owned;
     if (::fchmod(file.get(), static_cast<mode_t>(archive_entry_perm(entry))) != 0) return sys_error("chmod", path);
@@ -315,19 +302,24 @@ class LayerApplier {
     return {};
   }
 
-  Result<void> write_contents(archive* a, int fd, const std::string& path) {
+  // Blocks carry offsets: a sparse member's holes are simply not written, and neither are
+  // the zero blocks of a dense one (a tar written by Docker holds a sparse file's holes as
+  // zeros), so the snapshot takes the disk its data needs.
+  Result<void> write_contents(archive* a, archive_entry* entry, int fd, const std::string& path) {
+    SparseWriter out(fd, path);
+    off_t end = 0;
     for (;;) {
       const void* block = nullptr;
       size_t size = 0;
       la_int64_t offset = 0;
       const int status = archive_read_data_block(a, &block, &size, &offset);
-      if (status == ARCHIVE_EOF) return {};
+      if (status == ARCHIVE_EOF) break;
       if (status < ARCHIVE_WARN) return Error{"read layer: " + archive_message(a)};
-      // Blocks carry offsets: a sparse file's holes are simply not written.
-      if (auto written = write_all_at(fd, static_cast<const char*>(block), size, offset, path); !written) {
-        return written;
-      }
+      if (auto written = out.write(block, size, offset); !written) return written;
+      end = offset + static_cast<off_t>(size);
     }
+    // A sparse member may end in a hole: its length is the entry's, not the last block's end.
+    return out.finish(archive_entry_size_is_set(entry) ? archive_entry_size(entry) : end);
   }
 
   Result<void> make_symlink(int dir_fd, const std::string& base, const std::string& path, archive_entry* entry) {
@@ -516,34 +508,23 @@ class LayerApplier {
   const ApplyOptions& options_;
   std::unordered_set<std::string> touched_;  // every path this layer created, and their ancestors
   std::unordered_map<std::string, DirMetadata> directories_;  // by path; mode and times still to set
+  bool started_ = false;          // a header was read
   bool overlay_whiteouts_ = true;  // false once mknod of a whiteout was refused: use `.wh.` files
   // How directories are marked opaque; only moves forward, once a form was refused.
   enum class OpaqueMark { trusted_xattr, user_xattr, marker_file } opaque_mark_ = OpaqueMark::trusted_xattr;
 };
 
-// The layer's uncompressed bytes, hashed on their way to the tar parser: libarchive's
-// "raw" format undoes the compression (gzip, zstd or none, detected from the bytes) and
-// hands out the plain stream block by block, without copying.
+// The layer's uncompressed bytes, hashed on their way to the tar parser: decompressed once
+// (gzip, zstd or none, by the bytes' magic: see DecompressedArchive) and handed out block by
+// block, without copying.
 class UncompressedLayer {
  public:
   static Result<std::unique_ptr<UncompressedLayer>> open(int layer_fd) {
-    ArchivePtr a(archive_read_new(), &archive_read_free);
-    if (!a) return Error{"read layer: cannot create a libarchive reader"};
-    // Only in-process decompressors: libarchive returns ARCHIVE_WARN where it would run an
-    // external program instead.
-    if (archive_read_support_filter_gzip(a.get()) != ARCHIVE_OK ||
-        archive_read_support_filter_zstd(a.get()) != ARCHIVE_OK ||
-        archive_read_support_format_raw(a.get()) != ARCHIVE_OK ||
-        archive_read_support_format_empty(a.get()) != ARCHIVE_OK) {
-      return Error{"read layer: libarchive: " + archive_message(a.get())};
-    }
-    if (archive_read_open_fd(a.get(), layer_fd, kReadBlockSize) != ARCHIVE_OK) {
-      return Error{"read layer: " + archive_message(a.get())};
-    }
-    archive_entry* stream = nullptr;
-    const int status = archive_read_next_header(a.get(), &stream);
-    if (status < ARCHIVE_WARN) return Error{"read layer: " + archive_message(a.get())};
-    return std::unique_ptr<UncompressedLayer>(new UncompressedLayer(std::move(a), status == ARCHIVE_EOF));
+    auto decompressed = DecompressedArchive::open(layer_fd, Decompressors::layer, DecompressedArchive::Format::raw);
+    if (!decompressed) return Error{"read layer: " + decompressed.error().message};
+    auto started = (*decompressed)->begin_raw();
+    if (!started) return Error{"read layer: " + started.error().message};
+    return std::unique_ptr<UncompressedLayer>(new UncompressedLayer(std::move(decompressed).value(), !*started));
   }
 
   // libarchive read callback of the tar parser.
@@ -568,26 +549,46 @@ class UncompressedLayer {
     }
   }
 
+  // Why the tar parser could not read the first header, when the bytes say more than
+  // libarchive does: compressed again inside the compression (a decompression bomb, or a
+  // mislabelled blob), which is never undone a second time.
+  std::optional<Error> explain_not_a_tar() const {
+    if (inner_ == StreamCompression::none) return std::nullopt;
+    const std::string outer = decompressed_->compression() == StreamCompression::none
+                                  ? "as stored"
+                                  : std::string("after one ") + to_string(decompressed_->compression()) +
+                                        " decompression";
+    return Error{std::string("read layer: not a tar archive ") + outer + ": the content is " +
+                 to_string(inner_) + " data (a layer is decompressed once, by its first bytes, as Docker does)"};
+  }
+
  private:
-  UncompressedLayer(ArchivePtr decompressor, bool empty) : decompressor_(std::move(decompressor)), ended_(empty) {}
+  UncompressedLayer(std::unique_ptr<DecompressedArchive> decompressed, bool empty)
+      : decompressed_(std::move(decompressed)), ended_(empty) {}
 
   Result<std::size_t> next_block(const void** block) {
     if (ended_) return std::size_t{0};
     size_t size = 0;
     la_int64_t offset = 0;
-    const int status = archive_read_data_block(decompressor_.get(), block, &size, &offset);
+    const int status = archive_read_data_block(decompressed_->get(), block, &size, &offset);
     if (status == ARCHIVE_EOF) {
       ended_ = true;
       return std::size_t{0};
     }
-    if (status < ARCHIVE_WARN) return Error{"read layer: " + archive_message(decompressor_.get())};
+    if (status < ARCHIVE_WARN) return Error{"read layer: " + archive_message(decompressed_->get())};
+    if (first_block_) {
+      first_block_ = false;
+      inner_ = detect_compression(*block, size, Decompressors::archive);
+    }
     hash_.update(*block, size);
     return size;
   }
 
-  ArchivePtr decompressor_;
+  std::unique_ptr<DecompressedArchive> decompressed_;
   Sha256 hash_;  // of every uncompressed byte handed out so far
   bool ended_;   // the uncompressed stream is exhausted
+  bool first_block_ = true;
+  StreamCompression inner_ = StreamCompression::none;  // what the first uncompressed bytes announce
 };
 
 Result<ArchivePtr> open_tar_reader(UncompressedLayer& layer) {
@@ -615,10 +616,18 @@ Result<void> apply_layer(int layer_fd, const std::filesystem::path& root, const 
   if (!root_fd) return sys_error("open", root.string());
   auto layer = UncompressedLayer::open(layer_fd);
   if (!layer) return layer.error();
-  auto reader = open_tar_reader(**layer);
-  if (!reader) return reader.error();
+  auto reader = open_tar_reader(**layer);  // libarchive reads the first header to know the format
+  if (!reader) {
+    if (auto explained = (*layer)->explain_not_a_tar()) return *explained;
+    return reader.error();
+  }
   LayerApplier applier(root_fd.get(), options);
-  if (auto applied = applier.apply(reader->get()); !applied) return applied;
+  if (auto applied = applier.apply(reader->get()); !applied) {
+    if (!applier.started()) {
+      if (auto explained = (*layer)->explain_not_a_tar()) return *explained;
+    }
+    return applied;
+  }
   auto diff_id = (*layer)->finish();
   if (!diff_id) return diff_id.error();
   if (options.expected_diff_id && *diff_id != *options.expected_diff_id) {

@@ -52,9 +52,13 @@ struct ApplyOptions {
 };
 
 /// Reads the layer from `layer_fd` (not owned; read sequentially from its current offset)
-/// and applies it onto the existing directory `root`, as described above. Compression is
-/// detected from the bytes; the uncompressed stream is hashed on the way (see
-/// expected_diff_id). Errors name the entry and what is wrong:
+/// and applies it onto the existing directory `root`, as described above. The blob is
+/// decompressed once, by its first bytes (gzip, zstd, else a plain tar), as Docker does
+/// whatever the media type says; compressed bytes inside are not a tar (`not a tar archive
+/// after one gzip decompression: the content is gzip data ...`), so a nested-compression
+/// bomb never expands. Zero blocks of files are left as holes (see SparseWriter): a
+/// sparse file costs its data, not its length. The uncompressed stream is hashed on the way
+/// (see expected_diff_id). Errors name the entry and what is wrong:
 /// `layer entry "../../etc/shadow": path escapes the root`,
 /// `layer entry "dev/sda": device nodes are not allowed`; or the failed call. On error the
 /// root holds part of the layer (and never anything outside it): extract into a scratch

@@ -107,7 +107,7 @@ class LayerTarWriter {
   ScopedLocale utf8_names_;
   const LayerWriteOptions& options_;
   const std::string tree_;  // for error messages only
-  std::unique_ptr<FdSink> file_;
+  std::unique_ptr<SparseFileSink> file_;  // the layer file; its zero blocks stay holes
   std::unique_ptr<HashingSink> compressed_hash_;
   std::unique_ptr<Sink> compressor_;  // null when uncompressed
   std::unique_ptr<HashingSink> tar_hash_;

@@ -133,7 +133,7 @@ LayerTarWriter::~LayerTarWriter() {
 Result<std::unique_ptr<LayerTarWriter>> LayerTarWriter::open(int out_fd, const LayerWriteOptions& options,
                                                              std::string tree) {
   std::unique_ptr<LayerTarWriter> w(new LayerTarWriter(options, tree));
-  w->file_ = std::make_unique<FdSink>(out_fd, "layer of " + tree);
+  w->file_ = std::make_unique<SparseFileSink>(out_fd, "layer of " + tree);
   w->compressed_hash_ = std::make_unique<HashingSink>(*w->file_);
   Sink* after_tar = w->file_.get();  // uncompressed: the tar goes straight out, digest == diff_id
   if (options.compression != LayerCompression::none) {

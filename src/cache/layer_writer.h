@@ -55,8 +55,12 @@ struct LayerInfo {
   std::uint64_t size;  // bytes written to out_fd
 };
 
-/// Writes the tree under `tree` as a layer to `out_fd` (not owned, written sequentially
-/// from its current offset, neither synced nor closed). Paths are opened relative to
+/// Writes the tree under `tree` as a layer to `out_fd`: a regular file (not owned, written
+/// sequentially from its current offset, holding nothing from there on; neither synced
+/// nor closed), whose blocks of zeros are left as holes (SparseFileSink). The tar itself
+/// is dense, as Docker's and BuildKit's are (Go's archive/tar writes no sparse entries): a
+/// 4 GiB sparse file is 4 GiB of zeros in it, but they cost no disk in an uncompressed
+/// layer file, and little time or space gzip- or zstd-compressed. Paths are opened relative to
 /// directory descriptors and never followed out of the tree. Files must not change
 /// while this runs; one that changes size is an error.
 /// Errors name the syscall and the path inside the tree (`open usr/bin/x: Permission

@@ -30,6 +30,7 @@
 #include <vector>
 #include <nlohmann/json.hpp>
 
+#include "cache/compression.h"
 #include "cache/context.h"
 #include "cache/layer_writer.h"
 #include "cache/store.h"
@@ -277,78 +278,53 @@ Result<fs::path> contained_path(const fs::path& root, const char* name) {
   return root / relative;
 }
 
-// libarchive reads the stream through this, and while it has not yet found a first tar
-// header every byte is kept: if the stream is no tar, those bytes begin the Dockerfile.
-struct SniffedStream {
-  int fd = -1;
-  std::string_view shown;
-  bool deciding = true;
-  std::string seen;              // what was read while deciding
-  std::optional<Error> failure;  // a read error, or too much seen without a tar header
-  std::array<char, 65536> buffer;
-};
-
-la_ssize_t read_sniffed(archive* reader, void* user, const void** block) {
-  auto* stream = static_cast<SniffedStream*>(user);
-  ssize_t n;
-  do n = ::read(stream->fd, stream->buffer.data(), stream->buffer.size());
-  while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    stream->failure = sys_error("read", std::string(stream->shown));
-  } else if (stream->deciding && stream->seen.size() + static_cast<std::size_t>(n) > kSmallFileLimit) {
-    // A Dockerfile is at most kSmallFileLimit: a stream that is no tar by then is neither.
-    stream->failure = Error{"cannot read " + std::string(stream->shown) + ": no tar header and larger than the " +
-                            std::to_string(kSmallFileLimit >> 20) + " MiB a Dockerfile may be"};
-  }
-  if (stream->failure) {
-    archive_set_error(reader, EIO, "%s", stream->failure->message.c_str());
-    return -1;
-  }
-  if (stream->deciding) stream->seen.append(stream->buffer.data(), static_cast<std::size_t>(n));
-  *block = stream->buffer.data();
-  return n;
-}
-
-// Extracts the tar (plain, gzip, bzip2, xz or zstd) read from `fd` into the empty directory
-// `dest` as it streams (nothing is copied first: a context of any size costs its size once),
-// or, when the stream is not a tar at all (docker's rule for stdin: then it is a
-// Dockerfile), returns its text, at most kSmallFileLimit. nullopt after an extraction.
-// Entries are confined to `dest`: absolute names and `..` are refused and nothing is
-// written through a symlink (ARCHIVE_EXTRACT_SECURE_SYMLINKS); devices are skipped and
-// owners are not restored (neither is part of what COPY takes from a context). `shown`
-// names the stream in errors as the user knows it ("stdin", the URL).
+// Extracts the tar (plain, gzip, bzip2, xz or zstd: one decompression, by the first bytes,
+// as Docker does) read from `fd` into the empty directory `dest` as it streams (nothing is
+// copied first: a context of any size costs its size once), or, when the stream is not a
+// tar at all (docker's rule for stdin: then it is a Dockerfile), returns its text, at most
+// kSmallFileLimit. nullopt after an extraction. Entries are confined to `dest`: absolute
+// names and `..` are refused and nothing is written through a symlink
+// (ARCHIVE_EXTRACT_SECURE_SYMLINKS); devices are skipped and owners are not restored
+// (neither is part of what COPY takes from a context). `shown` names the stream in errors
+// as the user knows it ("stdin", the URL).
 Result<std::optional<std::string>> extract_or_read_dockerfile(int fd, std::string_view shown, const fs::path& dest) {
-  std::unique_ptr<archive, decltype(&archive_read_free)> reader(archive_read_new(), archive_read_free);
-  std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_disk_new(), archive_write_free);
-  if (!reader || !writer) return Error{"context archive: out of memory"};
-  archive_read_support_filter_all(reader.get());
-  archive_read_support_format_tar(reader.get());
-  archive_read_support_format_gnutar(reader.get());
-  archive_write_disk_set_options(writer.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
-                                                   ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT);
-  SniffedStream stream;
-  stream.fd = fd;
-  stream.shown = shown;
-  // Not a tar: unless reading failed, what was seen and the rest are the Dockerfile.
-  const auto as_dockerfile = [&]() -> Result<std::optional<std::string>> {
-    if (stream.failure) return *stream.failure;
-    auto text = read_capped(fd, kSmallFileLimit, shown, std::move(stream.seen));
+  // What is read before a first tar header is kept: if the stream is no tar, it begins the
+  // Dockerfile, and the rest follows.
+  cache::DecompressedArchive::Record record;
+  record.limit = kSmallFileLimit;
+  const auto as_dockerfile = [&](std::string_view why) -> Result<std::optional<std::string>> {
+    if (record.read_failed) return Error{"cannot read " + std::string(shown) + ": " + std::string(why)};
+    const auto compression = cache::detect_compression(record.bytes.data(), record.bytes.size(),
+                                                       cache::Decompressors::archive);
+    if (compression != cache::StreamCompression::none) {  // compressed, so meant as a context
+      return Error{"cannot read " + std::string(shown) + ": the " + cache::to_string(compression) +
+                   " data is no tar archive after one decompression"};
+    }
+    auto text = read_capped(fd, kSmallFileLimit, shown, std::move(record.bytes));
     if (!text) return text.error();
     return std::optional<std::string>(std::move(text).value());
   };
-  if (archive_read_open(reader.get(), &stream, nullptr, read_sniffed, nullptr) != ARCHIVE_OK) return as_dockerfile();
+  auto decompressed = cache::DecompressedArchive::open(fd, cache::Decompressors::archive,
+                                                       cache::DecompressedArchive::Format::tar, &record);
+  if (!decompressed) return as_dockerfile(decompressed.error().message);
+  archive* reader = (*decompressed)->get();
+  std::unique_ptr<archive, decltype(&archive_write_free)> writer(archive_write_disk_new(), archive_write_free);
+  if (!writer) return Error{"context archive: out of memory"};
+  // SPARSE: zero blocks stay holes, so a sparse file in the tar costs its data, not its length.
+  archive_write_disk_set_options(writer.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+                                                   ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                                   ARCHIVE_EXTRACT_SPARSE);
   bool first = true;
   for (;;) {
     archive_entry* entry = nullptr;
-    const int status = archive_read_next_header(reader.get(), &entry);
+    const int status = archive_read_next_header(reader, &entry);
     if (status == ARCHIVE_EOF) return std::optional<std::string>();
     if (status < ARCHIVE_WARN) {
-      if (first) return as_dockerfile();  // not a tar
-      return Error{std::string("context archive: ") + archive_error_string(reader.get())};
+      if (first) return as_dockerfile(archive_error_string(reader));  // not a tar
+      return Error{std::string("context archive: ") + archive_error_string(reader)};
     }
+    record.stopped = true;  // a tar: what is read need not be kept
     first = false;
-    stream.deciding = false;
-    stream.seen.clear();
     const auto type = archive_entry_filetype(entry);
     if (type == AE_IFCHR || type == AE_IFBLK) continue;
     auto target = contained_path(dest, archive_entry_pathname(entry));
@@ -366,9 +342,9 @@ Result<std::optional<std::string>> extract_or_read_dockerfile(int fd, std::strin
     size_t size = 0;
     la_int64_t offset = 0;
     for (;;) {
-      const int read = archive_read_data_block(reader.get(), &block, &size, &offset);
+      const int read = archive_read_data_block(reader, &block, &size, &offset);
       if (read == ARCHIVE_EOF) break;
-      if (read < ARCHIVE_WARN) return Error{std::string("context archive: ") + archive_error_string(reader.get())};
+      if (read < ARCHIVE_WARN) return Error{std::string("context archive: ") + archive_error_string(reader)};
       if (archive_write_data_block(writer.get(), block, size, offset) < ARCHIVE_WARN) {
         return Error{std::string("context archive: ") + archive_error_string(writer.get())};
       }

@@ -7,10 +7,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 namespace kiln {
 
@@ -163,6 +165,113 @@ Result<void> write_all(int fd, const void* data, std::size_t size, std::string_v
     size -= static_cast<std::size_t>(written);
   }
   return {};
+}
+
+Result<void> write_all_at(int fd, const void* data, std::size_t size, off_t offset, std::string_view path) {
+  const auto* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t written = ::pwrite(fd, bytes, size, offset);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("write", path);
+    }
+    bytes += written;
+    size -= static_cast<std::size_t>(written);
+    offset += written;
+  }
+  return {};
+}
+
+namespace {
+
+bool all_zero(const char* bytes, std::size_t size) {
+  return size == 0 || (bytes[0] == 0 && std::memcmp(bytes, bytes + 1, size - 1) == 0);
+}
+
+}  // namespace
+
+Result<void> SparseWriter::write(const void* data, std::size_t size, off_t offset) {
+  const auto* bytes = static_cast<const char*>(data);
+  std::size_t run = 0;  // start of the bytes not yet written, all of them in blocks with data
+  for (std::size_t at = 0; at < size;) {
+    const std::size_t into_block = static_cast<std::size_t>(offset + static_cast<off_t>(at)) % kHoleBlockSize;
+    const std::size_t end = std::min(size, at + kHoleBlockSize - into_block);
+    if (all_zero(bytes + at, end - at)) {
+      if (auto written = write_all_at(fd_, bytes + run, at - run, offset + static_cast<off_t>(run), path_);
+          !written) {
+        return written;
+      }
+      run = end;
+    }
+    at = end;
+  }
+  return write_all_at(fd_, bytes + run, size - run, offset + static_cast<off_t>(run), path_);
+}
+
+Result<void> SparseWriter::finish(off_t length) {
+  if (::ftruncate(fd_, length) != 0) return sys_error("ftruncate", path_);
+  return {};
+}
+
+namespace {
+
+// Copies [offset, offset + length) of `in` to the same place in `out`: in the kernel where
+// it can, else through a buffer (copy_file_range refuses some pairs of file systems).
+Result<void> copy_range(int in, int out, off_t offset, off_t length, std::string_view path) {
+  loff_t in_at = offset;
+  loff_t out_at = offset;
+  off_t left = length;
+  while (left > 0) {
+    const ssize_t copied = ::copy_file_range(in, &in_at, out, &out_at, static_cast<std::size_t>(left), 0);
+    if (copied > 0) {
+      left -= copied;
+      continue;
+    }
+    if (copied == 0) return Error{std::string(path) + ": the source file shrank while it was copied"};
+    if (errno == EINTR) continue;
+    if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP && errno != EPERM &&
+        errno != EIO) {
+      return sys_error("copy_file_range", path);
+    }
+    break;
+  }
+  std::vector<char> buffer(std::size_t{1} << 17);
+  while (left > 0) {
+    const ssize_t got = ::pread(in, buffer.data(), std::min<std::size_t>(buffer.size(), static_cast<std::size_t>(left)),
+                                in_at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return sys_error("read", path);
+    if (got == 0) return Error{std::string(path) + ": the source file shrank while it was copied"};
+    if (auto written = write_all_at(out, buffer.data(), static_cast<std::size_t>(got), out_at, path); !written) {
+      return written;
+    }
+    in_at += got;
+    out_at += got;
+    left -= got;
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::uint64_t> copy_file_sparse(int in, int out, std::string_view path) {
+  struct stat st;
+  if (::fstat(in, &st) != 0) return sys_error("fstat", path);
+  const off_t size = st.st_size;
+  for (off_t data = 0; data < size;) {
+    data = ::lseek(in, data, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole is left
+      return sys_error("lseek SEEK_DATA", path);
+    }
+    off_t hole = ::lseek(in, data, SEEK_HOLE);
+    if (hole < 0) return sys_error("lseek SEEK_HOLE", path);
+    hole = std::min(hole, size);
+    if (auto copied = copy_range(in, out, data, hole - data, path); !copied) return copied.error();
+    data = hole;
+  }
+  if (::ftruncate(out, size) != 0) return sys_error("ftruncate", path);
+  return static_cast<std::uint64_t>(size);
 }
 
 Result<std::string> read_link_at(int dir_fd, const char* name, std::string_view path) {

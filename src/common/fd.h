@@ -3,7 +3,10 @@
 // inside a root without leaving it).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,6 +58,42 @@ Error sys_error(std::string_view call, std::string_view path, int error_number);
 /// Writes all `size` bytes to `fd` from its current offset, retrying short writes and
 /// EINTR. `path` only names the file in errors ("write <path>: ...").
 Result<void> write_all(int fd, const void* data, std::size_t size, std::string_view path);
+
+/// Writes all `size` bytes at `offset` of `fd` (pwrite: the file offset stays), retrying
+/// short writes and EINTR. `path` only names the file in errors.
+Result<void> write_all_at(int fd, const void* data, std::size_t size, off_t offset, std::string_view path);
+
+/// The file-system block by which kiln leaves runs of zeros as holes (see SparseWriter):
+/// the page size, which ext4, xfs, btrfs and tmpfs allocate by.
+inline constexpr std::size_t kHoleBlockSize = 4096;
+
+/// Writes the content of a new regular file, leaving each kHoleBlockSize-aligned block that
+/// holds zeros only unwritten, a hole that costs no disk, as `cp --sparse=always` does. No
+/// piece of a block that holds only zeros is written (the file holds zeros there already),
+/// so the holes do not depend on how the bytes arrive (a decompressor's chunks, a tar's data
+/// blocks, a sparse tar member's skips). Not thread-safe.
+class SparseWriter {
+ public:
+  /// `fd`: borrowed; the file must hold nothing (a hole or past its end) where this writes,
+  /// as the skipped zeros would not replace data. `path` only names it in errors.
+  SparseWriter(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  /// The `size` bytes of the file at `offset`, where nothing was written before.
+  Result<void> write(const void* data, std::size_t size, off_t offset);
+  /// Sets the file's length to `length`: a hole at the end does not lengthen a file.
+  Result<void> finish(off_t length);
+
+ private:
+  int fd_;            // borrowed
+  std::string path_;  // for error messages only
+};
+
+/// Copies the regular file `in` (its whole content, whatever its offset) into `out`, a new,
+/// empty regular file, keeping holes: only the data regions SEEK_DATA/SEEK_HOLE report are
+/// copied, with copy_file_range where the file systems allow it (reflinks, in-kernel copies),
+/// else pread/pwrite; then `out` is cut to `in`'s length. A 4 GiB file made by
+/// `truncate -s 4G` copies in no time and takes no disk. Returns that length. Errors name
+/// the call and `path` (the file being written, as the user knows it).
+Result<std::uint64_t> copy_file_sparse(int in, int out, std::string_view path);
 
 /// Opens `path` relative to the directory `root_fd` as if `root_fd` were `/`: `..`,
 /// absolute symlinks and absolute paths all stay inside it (openat2 with RESOLVE_IN_ROOT |

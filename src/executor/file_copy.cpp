@@ -22,6 +22,7 @@
 #include <memory>
 #include <utility>
 
+#include "cache/compression.h"
 #include "common/fd.h"
 #include "common/path.h"
 
@@ -195,7 +196,8 @@ class TreeWriter {
         UniqueFd out(::openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!out) return sys_error("create", shown(path));
         if (source_fd >= 0) {
-          auto copied = copy_data(source_fd, out.get(), path);
+          // Holes stay holes: a 4 GiB `truncate -s 4G` file is copied in no time, onto no disk.
+          auto copied = copy_file_sparse(source_fd, out.get(), shown(path));
           if (!copied) return copied.error();
           if (bytes) *bytes += *copied;
         } else if (!data.empty()) {
@@ -408,38 +410,6 @@ class TreeWriter {
     return {};
   }
 
-  // Copies all of `in` to `out`: copy_file_range (reflinks and in-kernel copies), or
-  // read/write where the filesystems cannot (EXDEV, ENOSYS, ... on the first call).
-  static Result<std::uint64_t> copy_data(int in, int out, const std::string& path) {
-    std::uint64_t total = 0;
-    for (bool first = true;; first = false) {
-      const ssize_t copied = ::copy_file_range(in, nullptr, out, nullptr, 1 << 30, 0);
-      if (copied > 0) {
-        total += static_cast<std::uint64_t>(copied);
-        continue;
-      }
-      if (copied == 0) return total;
-      if (errno == EINTR) continue;
-      const bool unsupported = errno == ENOSYS || errno == EXDEV || errno == EPERM || errno == EIO ||
-                               errno == EOPNOTSUPP || errno == EINVAL;
-      if (!first || !unsupported) return sys_error("copy_file_range", shown(path));
-      break;
-    }
-    std::vector<char> buffer(1 << 17);
-    for (;;) {
-      const ssize_t got = ::read(in, buffer.data(), buffer.size());
-      if (got < 0) {
-        if (errno == EINTR) continue;
-        return sys_error("read", shown(path));
-      }
-      if (got == 0) return total;
-      if (auto written = write_all(out, buffer.data(), static_cast<std::size_t>(got), shown(path)); !written) {
-        return written.error();
-      }
-      total += static_cast<std::uint64_t>(got);
-    }
-  }
-
   // The path of directory `fd` relative to the root, from the kernel's name for it.
   Result<std::string> relative_real_path(int fd) {
     auto real = real_path_of(fd);
@@ -460,37 +430,19 @@ class TreeWriter {
 
 // ---------------------------------------------------------------- archives (ADD)
 
-struct ArchiveDeleter {
-  void operator()(archive* a) const { archive_read_free(a); }
-};
-using ArchivePtr = std::unique_ptr<archive, ArchiveDeleter>;
-
-// Docker unpacks what its DecompressStream knows: plain, gzip, bzip2, xz, zstd.
-bool docker_compression(int filter_code) {
-  switch (filter_code) {
-    case ARCHIVE_FILTER_NONE:
-    case ARCHIVE_FILTER_GZIP:
-    case ARCHIVE_FILTER_BZIP2:
-    case ARCHIVE_FILTER_XZ:
-    case ARCHIVE_FILTER_ZSTD: return true;
-    default: return false;
-  }
-}
+using ArchivePtr = std::unique_ptr<cache::DecompressedArchive>;
 
 // An archive reader on `fd` positioned after the first header, or null when `fd` does
-// not hold a tar archive Docker would unpack (then ADD copies the file as it is).
+// not hold a tar archive Docker would unpack (then ADD copies the file as it is). What
+// Docker's DecompressStream undoes, once: plain, gzip, bzip2, xz, zstd; compressed twice
+// is no tar, and is copied as it is.
 ArchivePtr open_tar(int fd, archive_entry** first) {
-  ArchivePtr reader(archive_read_new());
+  auto reader =
+      cache::DecompressedArchive::open(fd, cache::Decompressors::archive, cache::DecompressedArchive::Format::tar);
   if (!reader) return nullptr;
-  archive_read_support_filter_all(reader.get());
-  archive_read_support_format_tar(reader.get());
-  if (archive_read_open_fd(reader.get(), fd, 1 << 16) != ARCHIVE_OK) return nullptr;
-  const int status = archive_read_next_header(reader.get(), first);
+  const int status = archive_read_next_header((*reader)->get(), first);
   if (status != ARCHIVE_OK && status != ARCHIVE_WARN) return nullptr;
-  for (int i = 0; i < archive_filter_count(reader.get()); ++i) {
-    if (!docker_compression(archive_filter_code(reader.get(), i))) return nullptr;
-  }
-  return reader;
+  return std::move(reader).value();
 }
 
 // An archive member's name, cleaned inside the destination: a leading `/` is dropped (the
@@ -583,6 +535,7 @@ Result<void> extract(archive* reader, archive_entry* entry, TreeWriter& writer, 
           node.type = cache::EntryType::regular;
           auto read = [&](int out) -> Result<std::uint64_t> {
             std::uint64_t total = 0;
+            SparseWriter file(out, shown(*name));  // zero blocks stay holes: a sparse file costs its data
             const void* block;
             size_t size;
             la_int64_t offset;
@@ -592,13 +545,11 @@ Result<void> extract(archive* reader, archive_entry* entry, TreeWriter& writer, 
               if (status < ARCHIVE_WARN) {
                 return Error{"unpacking " + source + ": " + raw + ": " + archive_error_string(reader)};
               }
-              if (::pwrite(out, block, size, offset) != static_cast<ssize_t>(size)) {
-                return sys_error("write", shown(*name));
-              }
+              if (auto put = file.write(block, size, offset); !put) return put.error();
               total += size;
             }
             // Sparse members end in a hole: the size is the archive's, not the last write's.
-            if (::ftruncate(out, archive_entry_size(entry)) != 0) return sys_error("truncate", shown(*name));
+            if (auto finished = file.finish(archive_entry_size(entry)); !finished) return finished.error();
             return total;
           };
           written = writer.write_streamed(*name, node, read, stats.bytes);
@@ -804,7 +755,8 @@ class Copier {
     auto real = real_path_of(dir->get());
     if (!real) return real.error();
     TreeWriter inside(dir->get(), *real, MissingDirectories{request_.owner.value_or(Owner{})});
-    auto extracted = extract(reader.get(), first, inside, request_.owner, "/" + match.name, destination->empty(), stats_);
+    auto extracted =
+        extract(reader->get(), first, inside, request_.owner, "/" + match.name, destination->empty(), stats_);
     if (!extracted) return extracted.error();
     if (auto finished = inside.finish(); !finished) return finished.error();
     return true;

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "cache/compression.h"
 #include "common/digest.h"
 #include "common/fd.h"
 #include "common/remove_tree.h"
@@ -152,32 +153,30 @@ class TarWriter {
   std::unique_ptr<archive, Free> archive_;
 };
 
-// Decompresses a layer blob (gzip, zstd or plain tar) into `out`; returns the digest of
-// the uncompressed stream, which is the layer's diff ID.
+// Decompresses a layer blob (gzip, zstd or plain tar; once, as apply_layer reads it) into
+// `out`; returns the digest of the uncompressed stream, which is the layer's diff ID.
 Result<FileDigest> decompress_layer(const fs::path& blob, const fs::path& out) {
-  std::unique_ptr<archive, decltype(&archive_read_free)> in(archive_read_new(), archive_read_free);
-  archive_read_support_filter_all(in.get());
-  archive_read_support_format_raw(in.get());
-  if (archive_read_open_filename(in.get(), blob.c_str(), kCopyBuffer) != ARCHIVE_OK) {
-    return archive_error("read layer " + blob.string(), in.get());
-  }
-  archive_entry* entry = nullptr;
-  if (archive_read_next_header(in.get(), &entry) != ARCHIVE_OK) return archive_error("read layer " + blob.string(), in.get());
+  UniqueFd blob_fd(::open(blob.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!blob_fd) return sys_error("open", blob.string());
+  auto decompressed = cache::DecompressedArchive::open(blob_fd.get(), cache::Decompressors::layer,
+                                                       cache::DecompressedArchive::Format::raw);
+  if (!decompressed) return Error{"read layer " + blob.string() + ": " + decompressed.error().message};
+  auto started = (*decompressed)->begin_raw();
+  if (!started) return Error{"read layer " + blob.string() + ": " + started.error().message};
+  archive* in = (*decompressed)->get();
   UniqueFd fd(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return sys_error("open", out.string());
-  Sha256 hash;
+  cache::SparseFileSink file(fd.get(), out.string());  // a sparse file's zeros stay holes
+  cache::HashingSink hashed(file);
   std::vector<char> buffer(kCopyBuffer);
-  for (;;) {
-    const la_ssize_t n = archive_read_data(in.get(), buffer.data(), buffer.size());
-    if (n < 0) return archive_error("decompress layer " + blob.string(), in.get());
+  while (*started) {  // an empty blob is an empty layer
+    const la_ssize_t n = archive_read_data(in, buffer.data(), buffer.size());
+    if (n < 0) return archive_error("decompress layer " + blob.string(), in);
     if (n == 0) break;
-    hash.update(buffer.data(), static_cast<std::size_t>(n));
-    if (auto written = write_all(fd.get(), buffer.data(), static_cast<std::size_t>(n), out.string()); !written.ok()) {
-      return written.error();
-    }
+    if (auto written = hashed.write(buffer.data(), static_cast<std::size_t>(n)); !written.ok()) return written.error();
   }
-  const std::uint64_t size = hash.size();
-  return FileDigest{hash.finish(), size};
+  if (auto finished = hashed.finish(); !finished.ok()) return finished.error();
+  return FileDigest{*hashed.digest(), hashed.size()};
 }
 
 struct StoredImage {
@@ -289,17 +288,18 @@ Result<void> write_oci(cache::Store& store, const std::vector<StoredImage>& imag
 class ArchiveFiles {
  public:
   static Result<ArchiveFiles> extract(const fs::path& archive_path, const fs::path& scratch) {
-    std::unique_ptr<archive, decltype(&archive_read_free)> in(archive_read_new(), archive_read_free);
-    archive_read_support_filter_all(in.get());
-    archive_read_support_format_tar(in.get());
-    if (archive_read_open_filename(in.get(), archive_path.c_str(), kCopyBuffer) != ARCHIVE_OK) {
-      return archive_error("load " + archive_path.string(), in.get());
-    }
+    UniqueFd archive_fd(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!archive_fd) return sys_error("open", archive_path.string());
+    // Compressed once at most, as `docker load` reads it: a nested compression is no tar.
+    auto decompressed = cache::DecompressedArchive::open(archive_fd.get(), cache::Decompressors::archive,
+                                                         cache::DecompressedArchive::Format::tar);
+    if (!decompressed) return Error{"load " + archive_path.string() + ": " + decompressed.error().message};
+    archive* in = (*decompressed)->get();
     ArchiveFiles files;
     archive_entry* entry = nullptr;
     int status;
     std::vector<char> buffer(kCopyBuffer);
-    while ((status = archive_read_next_header(in.get(), &entry)) == ARCHIVE_OK) {
+    while ((status = archive_read_next_header(in, &entry)) == ARCHIVE_OK) {
       if (archive_entry_filetype(entry) != AE_IFREG) continue;
       std::string name = archive_entry_pathname(entry);
       while (name.starts_with("./")) name.erase(0, 2);
@@ -307,8 +307,8 @@ class ArchiveFiles {
       UniqueFd fd(::open(stored.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
       if (!fd) return sys_error("open", stored.string());
       for (;;) {
-        const la_ssize_t n = archive_read_data(in.get(), buffer.data(), buffer.size());
-        if (n < 0) return archive_error("load " + archive_path.string() + ": " + name, in.get());
+        const la_ssize_t n = archive_read_data(in, buffer.data(), buffer.size());
+        if (n < 0) return archive_error("load " + archive_path.string() + ": " + name, in);
         if (n == 0) break;
         if (auto written = write_all(fd.get(), buffer.data(), static_cast<std::size_t>(n), stored.string());
             !written.ok()) {
@@ -317,7 +317,7 @@ class ArchiveFiles {
       }
       files.paths_[name] = stored;
     }
-    if (status != ARCHIVE_EOF) return archive_error("load " + archive_path.string(), in.get());
+    if (status != ARCHIVE_EOF) return archive_error("load " + archive_path.string(), in);
     return files;
   }
 
@@ -362,13 +362,19 @@ Result<Digest> import_blob(cache::Store& store, const fs::path& path, const std:
   return writer->commit();
 }
 
-oci::Compression sniff_compression(const fs::path& path) {
-  unsigned char magic[4] = {};
-  std::ifstream in(path, std::ios::binary);
-  in.read(reinterpret_cast<char*>(magic), sizeof magic);
-  if (magic[0] == 0x1F && magic[1] == 0x8B) return oci::Compression::gzip;
-  if (magic[0] == 0x28 && magic[1] == 0xB5 && magic[2] == 0x2F && magic[3] == 0xFD) return oci::Compression::zstd;
-  return oci::Compression::none;
+// The media type's compression of a layer file from a Docker archive: what its first bytes
+// say, as the layer will be read (apply_layer).
+Result<oci::Compression> sniff_compression(const fs::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return sys_error("open", path.string());
+  unsigned char magic[8] = {};
+  const ssize_t got = ::pread(fd.get(), magic, sizeof magic, 0);
+  if (got < 0) return sys_error("read", path.string());
+  switch (cache::detect_compression(magic, static_cast<std::size_t>(got), cache::Decompressors::layer)) {
+    case cache::StreamCompression::gzip: return oci::Compression::gzip;
+    case cache::StreamCompression::zstd: return oci::Compression::zstd;
+    default: return oci::Compression::none;
+  }
 }
 
 // Links, snapshots and names one stored image.
@@ -424,7 +430,9 @@ Result<std::vector<std::string>> load_docker(cache::Store& store, const ArchiveF
       auto digest = import_blob(store, *path, std::nullopt);
       if (!digest.ok()) return digest.error();
       oci::Descriptor descriptor;
-      descriptor.media_type = std::string(oci::layer_media_type(sniff_compression(*path), oci::MediaTypeFlavor::oci));
+      auto compression = sniff_compression(*path);
+      if (!compression) return compression.error();
+      descriptor.media_type = std::string(oci::layer_media_type(*compression, oci::MediaTypeFlavor::oci));
       descriptor.digest = *digest;
       descriptor.size = static_cast<std::int64_t>(fs::file_size(*path));
       manifest.layers.push_back(std::move(descriptor));

@@ -19,8 +19,6 @@ namespace {
 
 constexpr std::size_t kBlockSize = 1u << 20;
 
-using ArchivePtr = std::unique_ptr<archive, decltype(&archive_read_free)>;
-
 std::string archive_message(archive* a) {
   const char* text = archive_error_string(a);
   return text != nullptr ? text : "unknown libarchive error";
@@ -40,31 +38,23 @@ Result<UniqueFd> unnamed_work_file(const std::filesystem::path& dir) {
   return UniqueFd(fd);
 }
 
-// Streams the uncompressed bytes of the layer in `layer_fd` into `sink`.
+// Streams the uncompressed bytes of the layer in `layer_fd` into `sink`: decompressed once,
+// as apply_layer reads it.
 Result<void> decompress_into(int layer_fd, const std::string& label, cache::Sink& sink) {
-  ArchivePtr a(archive_read_new(), &archive_read_free);
-  if (!a) return Error{label + ": cannot create a libarchive reader"};
-  // In-process decompressors only (libarchive would run external programs for others).
-  if (archive_read_support_filter_gzip(a.get()) != ARCHIVE_OK ||
-      archive_read_support_filter_zstd(a.get()) != ARCHIVE_OK ||
-      archive_read_support_format_raw(a.get()) != ARCHIVE_OK ||
-      archive_read_support_format_empty(a.get()) != ARCHIVE_OK) {
-    return Error{label + ": libarchive: " + archive_message(a.get())};
-  }
-  if (archive_read_open_fd(a.get(), layer_fd, kBlockSize) != ARCHIVE_OK) {
-    return Error{label + ": " + archive_message(a.get())};
-  }
-  archive_entry* entry = nullptr;
-  const int header = archive_read_next_header(a.get(), &entry);
-  if (header == ARCHIVE_EOF) return {};  // an empty blob
-  if (header < ARCHIVE_WARN) return Error{label + ": " + archive_message(a.get())};
+  auto decompressed = cache::DecompressedArchive::open(layer_fd, cache::Decompressors::layer,
+                                                       cache::DecompressedArchive::Format::raw);
+  if (!decompressed) return Error{label + ": " + decompressed.error().message};
+  auto started = (*decompressed)->begin_raw();
+  if (!started) return Error{label + ": " + started.error().message};
+  if (!*started) return {};  // an empty blob
+  archive* a = (*decompressed)->get();
   for (;;) {
     const void* block = nullptr;
     size_t size = 0;
     la_int64_t offset = 0;
-    const int status = archive_read_data_block(a.get(), &block, &size, &offset);
+    const int status = archive_read_data_block(a, &block, &size, &offset);
     if (status == ARCHIVE_EOF) return {};
-    if (status < ARCHIVE_WARN) return Error{label + ": decompress: " + archive_message(a.get())};
+    if (status < ARCHIVE_WARN) return Error{label + ": decompress: " + archive_message(a)};
     if (auto written = sink.write(block, size); !written) return written;
   }
 }

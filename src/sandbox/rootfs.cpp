@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -115,31 +114,6 @@ Result<void> copy_xattrs(int from_fd, int to_fd, const std::string& path, Privil
   return {};
 }
 
-// The bytes of `from` into `to`, in the kernel: copy_file_range (which may share extents),
-// else sendfile where the filesystems can't (different kinds, old kernels).
-Result<void> copy_contents(int from, int to, const std::string& path) {
-  constexpr std::size_t kChunk = std::size_t(1) << 30;
-  bool first = true;
-  for (;;) {
-    const ssize_t copied = ::copy_file_range(from, nullptr, to, nullptr, kChunk, 0);
-    if (copied == 0) return {};
-    if (copied > 0) {
-      first = false;
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (!first || (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)) {
-      return sys_error("copy_file_range", path);
-    }
-    break;
-  }
-  for (;;) {
-    const ssize_t sent = ::sendfile(to, from, nullptr, kChunk);
-    if (sent == 0) return {};
-    if (sent < 0 && errno != EINTR) return sys_error("sendfile", path);
-  }
-}
-
 // Owner, then mode (chown clears setuid/setgid), then xattrs (chown clears
 // security.capability), then times (everything before changes ctime, not mtime, but the
 // content was written before and directories' contents were filled before).
@@ -238,7 +212,7 @@ class LayerCopier {
     if (!from) return sys_error("open", source_path(path));
     UniqueFd to(::openat(to_dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!to) return sys_error("create", path);
-    if (auto copied = copy_contents(from.get(), to.get(), path); !copied) return copied;
+    if (auto copied = copy_file_sparse(from.get(), to.get(), path); !copied) return copied.error();
     return copy_metadata(from.get(), to.get(), st, path, privileges_);
   }
 

@@ -327,6 +327,7 @@ TEST_F(LayerReaderTest, NotATarIsAnError) {
   auto truncated = apply_bytes(layer.substr(0, layer.size() / 2));
   ASSERT_FALSE(truncated);
   EXPECT_TRUE(truncated.error().message.starts_with("read layer: ")) << truncated.error().message;
+  EXPECT_TRUE(fs::is_empty(root_));
 }
 
 // --- Hostile layers: each is refused by name and leaves nothing outside the root. ---
@@ -450,6 +451,114 @@ TEST_F(LayerReaderTest, InAUserNamespaceWhiteoutsAreDevicesAndOpaqueMarksUserXat
   EXPECT_EQ(read_file(root_ / "opaque/new"), "layer");
   EXPECT_FALSE(fs::exists(root_ / "etc/.wh.gone"));
   EXPECT_FALSE(fs::exists(root_ / "opaque/.wh..wh..opq"));
+}
+
+// ---- nested compression is decompressed once; zero blocks stay holes ------------------------
+
+// Bytes of disk the file takes (st_blocks), not its length.
+std::uint64_t disk_bytes(const fs::path& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+TEST_F(LayerReaderTest, NestedCompressionIsDecompressedOnceAndRefused) {
+  // gzip(gzip(tar of 64 MiB of zeros)): under 4 KB that would expand to 64 MiB the second time.
+  const std::string tar = make_tar({file_entry("bomb", std::string(64u << 20, '\0'))});
+  const fs::path plain = base_ / "bomb.tar";
+  std::ofstream(plain, std::ios::binary) << tar;
+  ASSERT_EQ(run_command("gzip -c " + plain.string() + " | gzip -c > " + plain.string() + ".gz.gz").status, 0);
+  fs::remove(plain);
+  EXPECT_LT(fs::file_size(plain.string() + ".gz.gz"), 4096u);
+  auto applied = apply_file(plain.string() + ".gz.gz");
+  fs::remove(plain.string() + ".gz.gz");
+  ASSERT_FALSE(applied);
+  EXPECT_EQ(applied.error().message,
+            "read layer: not a tar archive after one gzip decompression: the content is gzip data (a layer is "
+            "decompressed once, by its first bytes, as Docker does)");
+  EXPECT_TRUE(fs::is_empty(root_));
+  expect_outside_untouched();
+
+  // zstd inside zstd, and zstd bytes not compressed at all (`tar` media type) alike.
+  TempDir source;
+  write_file(source / "file", "content");
+  const fs::path layer = base_ / "layer.tar";
+  ASSERT_EQ(run_command("tar -C " + source.path().string() + " -cf " + layer.string() + " file").status, 0);
+  ASSERT_EQ(run_command("zstd -q -c " + layer.string() + " | zstd -q -c > " + layer.string() + ".zst.zst").status, 0);
+  auto twice = apply_file(layer.string() + ".zst.zst");
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.error().message.find("not a tar archive after one zstd decompression: the content is zstd data"),
+            std::string::npos)
+      << twice.error().message;
+  fs::remove(layer.string() + ".zst.zst");
+  fs::remove(layer);
+  EXPECT_TRUE(fs::is_empty(root_));
+  expect_outside_untouched();
+}
+
+TEST_F(LayerReaderTest, CompressionIsChosenByTheBytesWhateverTheMediaType) {
+  // What a `tar+gzip` layer holding a plain tar, or a `tar` layer holding gzip or zstd bytes,
+  // comes to: the bytes decide (containerd's DecompressStream, Docker's for every layer).
+  TempDir source;
+  write_file(source / "file", "content");
+  const fs::path layer = base_ / "layer.tar";
+  ASSERT_EQ(run_command("tar -C " + source.path().string() + " -cf " + layer.string() + " file").status, 0);
+  const Digest diff_id = Digest::sha256_of(read_file(layer));
+  ASSERT_EQ(run_command("gzip -k " + layer.string() + " && zstd -q -k " + layer.string()).status, 0);
+  for (const std::string& name : {layer.string(), layer.string() + ".gz", layer.string() + ".zst"}) {
+    fs::remove_all(root_);
+    fs::create_directory(root_);
+    ApplyOptions checked;
+    checked.expected_diff_id = diff_id;
+    auto applied = apply_file(name, checked);
+    ASSERT_TRUE(applied) << name << ": " << applied.error().message;
+    EXPECT_EQ(read_file(root_ / "file"), "content");
+    fs::remove(name);
+  }
+  // bzip2 is not a layer compression (containerd reads it as a tar, which it is not).
+  const std::string tar = make_tar({file_entry("file", "content")});
+  std::ofstream(layer, std::ios::binary) << tar;
+  ASSERT_EQ(run_command("bzip2 " + layer.string()).status, 0);
+  auto bzip2 = apply_file(layer.string() + ".bz2");
+  ASSERT_FALSE(bzip2);
+  EXPECT_EQ(bzip2.error().message,
+            "read layer: not a tar archive as stored: the content is bzip2 data (a layer is decompressed once, by "
+            "its first bytes, as Docker does)");
+  fs::remove(layer.string() + ".bz2");
+}
+
+TEST_F(LayerReaderTest, ZeroBlocksOfFilesStayHoles) {
+  // A dense member (Docker writes a sparse file's holes as zeros): 64 MiB of zeros around data.
+  std::string data(64u << 20, '\0');
+  data.replace(10u << 20, 5, "hello");
+  data.replace(data.size() - 3, 3, "end");
+  const std::string tar = make_tar({file_entry("dense", data)});
+  const fs::path gz = base_ / "dense.tar";
+  std::ofstream(gz, std::ios::binary) << tar;
+  ASSERT_EQ(run_command("gzip " + gz.string()).status, 0);
+  ASSERT_TRUE(apply_file(gz.string() + ".gz"));
+  fs::remove(gz.string() + ".gz");
+  EXPECT_EQ(fs::file_size(root_ / "dense"), data.size());
+  EXPECT_LE(disk_bytes(root_ / "dense"), 64u << 10);
+  EXPECT_EQ(read_file(root_ / "dense"), data);
+
+  // A GNU tar --sparse member (PAX sparse 1.0) of 1 GiB that ends in a hole.
+  TempDir source;
+  ASSERT_EQ(run_command("printf start > " + (source / "sparse").string() + " && truncate -s 1G " +
+                        (source / "sparse").string())
+                .status,
+            0);
+  const fs::path pax = base_ / "pax.tar";
+  ASSERT_EQ(
+      run_command("tar -C " + source.path().string() + " --sparse --format=posix -cf " + pax.string() + " sparse")
+          .status,
+      0);
+  EXPECT_LT(fs::file_size(pax), 1u << 20);
+  ASSERT_TRUE(apply_file(pax));
+  fs::remove(pax);
+  EXPECT_EQ(fs::file_size(root_ / "sparse"), 1u << 30);
+  EXPECT_LE(disk_bytes(root_ / "sparse"), 64u << 10);
+  expect_outside_untouched();
 }
 
 }  // namespace

@@ -412,5 +412,31 @@ TEST_F(LayerWriterTest, APathLongerThanPathMaxIsRefusedNamingIt) {
   ASSERT_TRUE(remove_tree(deep.path()));
 }
 
+TEST_F(LayerWriterTest, ASparseFileIsADenseTarInAFileWithHoles) {
+  // 512 MiB made by truncate, with data at its start and in its middle.
+  TempDir tree;
+  const fs::path big = tree / "big";
+  ASSERT_EQ(run_command("printf start > " + big.string() + " && truncate -s 512M " + big.string() +
+                        " && printf middle | dd of=" + big.string() + " bs=1 seek=300000000 conv=notrunc status=none")
+                .status,
+            0);
+  const fs::path file = dir_ / "sparse-layer";
+  UniqueFd out(::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  ASSERT_TRUE(out);
+  auto info = write_layer(tree.path(), out.get(), compressed(LayerCompression::none));
+  ASSERT_TRUE(info) << info.error().message;
+  out = UniqueFd();
+  // The tar's bytes are those of a dense tar (Docker's readers see no sparse entries)...
+  struct stat st {};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), info->size);
+  EXPECT_GT(info->size, 512u << 20);
+  EXPECT_EQ(sha256_of_command_output("cat " + file.string()), info->diff_id.str());
+  EXPECT_EQ(run_command("tar -xOf " + file.string() + " big | cmp - " + big.string()).status, 0);
+  EXPECT_EQ(run_command("tar -tvf " + file.string() + " | grep -c '536870912 .* big$'").output, "1\n");
+  // ... and the file takes the disk of its data, not its length.
+  EXPECT_LE(static_cast<std::uint64_t>(st.st_blocks) * 512, 64u << 10);
+}
+
 }  // namespace
 }  // namespace kiln::cache

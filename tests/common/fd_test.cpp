@@ -162,5 +162,93 @@ TEST(ReadCapped, StopsAtTheCapOnAStream) {
   EXPECT_EQ(read.error().message, "cannot read stdin: larger than the 1 MiB limit");
 }
 
+// ---- holes: SparseWriter and copy_file_sparse ------------------------------------------
+
+class SparseTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/var/tmp/kiln-sparse-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    base_ = pattern;
+  }
+  void TearDown() override { std::filesystem::remove_all(base_); }
+
+  UniqueFd create(const std::string& name) {
+    return UniqueFd(::open((base_ / name).c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  }
+  static std::uint64_t disk_bytes(int fd) {
+    struct stat st {};
+    EXPECT_EQ(::fstat(fd, &st), 0);
+    return static_cast<std::uint64_t>(st.st_blocks) * 512;
+  }
+  static std::string contents(int fd) {
+    struct stat st {};
+    EXPECT_EQ(::fstat(fd, &st), 0);
+    std::string bytes(static_cast<std::size_t>(st.st_size), '\0');
+    EXPECT_EQ(::pread(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+    return bytes;
+  }
+
+  std::filesystem::path base_;
+};
+
+TEST_F(SparseTest, WholeZeroBlocksAreLeftAsHolesHoweverTheBytesArrive) {
+  // 16 MiB of zeros with data in the middle, from offset 512 on, in pieces of 65,000 bytes
+  // (none of them block-aligned), then a skip ahead and a trailing hole.
+  std::string data(16u << 20, '\0');
+  data.replace(8u << 20, 4, "data");
+  UniqueFd file = create("sparse");
+  SparseWriter writer(file.get(), "sparse");
+  for (std::size_t at = 0; at < data.size(); at += 65000) {
+    const std::size_t size = std::min<std::size_t>(65000, data.size() - at);
+    ASSERT_TRUE(writer.write(data.data() + at, size, 512 + static_cast<off_t>(at)));
+  }
+  const off_t skipped = off_t{64} << 20;
+  ASSERT_TRUE(writer.write("tail", 4, skipped));
+  ASSERT_TRUE(writer.finish(skipped + (off_t{1} << 20)));
+  const std::string written = contents(file.get());
+  ASSERT_EQ(written.size(), static_cast<std::size_t>(skipped + (off_t{1} << 20)));
+  EXPECT_EQ(written.substr(0, 512 + data.size()), std::string(512, '\0') + data);
+  EXPECT_EQ(written.substr(static_cast<std::size_t>(skipped), 4), "tail");
+  // The data's block and the tail's.
+  EXPECT_LE(disk_bytes(file.get()), 2 * kHoleBlockSize);
+
+  SparseWriter nowhere(-1, "nowhere");
+  auto refused = nowhere.write(data.data(), data.size(), 0);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().message, "write nowhere: Bad file descriptor");
+}
+
+TEST_F(SparseTest, CopyKeepsHolesAndTheLength) {
+  UniqueFd source = create("source");
+  ASSERT_EQ(::pwrite(source.get(), "head", 4, 0), 4);
+  ASSERT_EQ(::pwrite(source.get(), "middle", 6, 1 << 30), 6);
+  ASSERT_EQ(::ftruncate(source.get(), off_t{2} << 30), 0);  // 2 GiB ending in a hole
+  UniqueFd copy = create("copy");
+  auto copied = copy_file_sparse(source.get(), copy.get(), "copy");
+  ASSERT_TRUE(copied) << copied.error().message;
+  EXPECT_EQ(*copied, std::uint64_t{2} << 30);
+  struct stat st {};
+  ASSERT_EQ(::fstat(copy.get(), &st), 0);
+  EXPECT_EQ(st.st_size, off_t{2} << 30);
+  EXPECT_LE(disk_bytes(copy.get()), 64u << 10);
+  char bytes[6];
+  ASSERT_EQ(::pread(copy.get(), bytes, 4, 0), 4);
+  EXPECT_EQ(std::string(bytes, 4), "head");
+  ASSERT_EQ(::pread(copy.get(), bytes, 6, 1 << 30), 6);
+  EXPECT_EQ(std::string(bytes, 6), "middle");
+
+  // An empty file and a file without holes copy too.
+  UniqueFd empty = create("empty");
+  UniqueFd empty_copy = create("empty-copy");
+  EXPECT_EQ(*copy_file_sparse(empty.get(), empty_copy.get(), "empty-copy"), 0u);
+  UniqueFd dense = create("dense");
+  const std::string text(100000, 'x');
+  ASSERT_EQ(::write(dense.get(), text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  UniqueFd dense_copy = create("dense-copy");
+  EXPECT_EQ(*copy_file_sparse(dense.get(), dense_copy.get(), "dense-copy"), text.size());
+  EXPECT_EQ(contents(dense_copy.get()), text);
+}
+
 }  // namespace
 }  // namespace kiln
