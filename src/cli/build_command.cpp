@@ -314,17 +314,16 @@ Result<std::optional<std::string>> extract_or_read_dockerfile(int fd, std::strin
   archive_write_disk_set_options(writer.get(), ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
                                                    ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                                    ARCHIVE_EXTRACT_SPARSE);
-  bool first = true;
   for (;;) {
     archive_entry* entry = nullptr;
     const int status = archive_read_next_header(reader, &entry);
     if (status == ARCHIVE_EOF) return std::optional<std::string>();
     if (status < ARCHIVE_WARN) {
-      if (first) return as_dockerfile(archive_error_string(reader));  // not a tar
+      // Recording stops at the first header: no header yet means the stream is no tar.
+      if (!record.stopped) return as_dockerfile(archive_error_string(reader));
       return Error{std::string("context archive: ") + archive_error_string(reader)};
     }
     record.stopped = true;  // a tar: what is read need not be kept
-    first = false;
     const auto type = archive_entry_filetype(entry);
     if (type == AE_IFCHR || type == AE_IFBLK) continue;
     auto target = contained_path(dest, archive_entry_pathname(entry));
@@ -655,12 +654,12 @@ Result<OutputFiles> open_output_files(const std::vector<OutputSpec>& outputs, co
     if (!file) return file.error();
     files.outputs.back().emplace(std::move(file).value());
   }
-  for (auto [path, file] : {std::pair{&iidfile, &files.iidfile}, std::pair{&metadata_file, &files.metadata_file}}) {
-    if (path->empty()) continue;
-    auto opened = OutputFile::create(*path);
-    if (!opened) return opened.error();
-    file->emplace(std::move(opened).value());
-  }
+  auto iid = create_if_given(iidfile);
+  if (!iid) return iid.error();
+  files.iidfile = std::move(iid).value();
+  auto metadata = create_if_given(metadata_file);
+  if (!metadata) return metadata.error();
+  files.metadata_file = std::move(metadata).value();
   return files;
 }
 

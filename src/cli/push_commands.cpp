@@ -155,13 +155,10 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
   if (!target->has_value()) return fail("no such image: " + args.source);
 
   // Checked before anything is pushed, as `kiln build` does: a bad path fails fast.
-  std::optional<OutputFile> iidfile, metadata_file;
-  for (auto [path, file] : {std::pair{&args.iidfile, &iidfile}, std::pair{&args.metadata_file, &metadata_file}}) {
-    if (path->empty()) continue;
-    auto created = OutputFile::create(*path);
-    if (!created.ok()) return fail(created.error().message);
-    file->emplace(std::move(created).value());
-  }
+  auto iidfile = create_if_given(args.iidfile);
+  if (!iidfile.ok()) return fail(iidfile.error().message);
+  auto metadata_file = create_if_given(args.metadata_file);
+  if (!metadata_file.ok()) return fail(metadata_file.error().message);
 
   push::PushOptions options;
   options.registry.insecure_registries = args.insecure_registries;
@@ -183,13 +180,13 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
   if (!pushed.ok()) return fail(pushed.error().message);
   std::printf("Digest: %s\n", pushed->manifest_digest.str().c_str());
 
-  if (iidfile) {
+  if (*iidfile) {
     // As buildx with a push: the digest of the pushed manifest.
-    if (auto written = write_and_commit(*iidfile, pushed->manifest_digest.str()); !written.ok()) {
+    if (auto written = write_and_commit(**iidfile, pushed->manifest_digest.str()); !written.ok()) {
       return fail(written.error().message);
     }
   }
-  if (metadata_file) {
+  if (*metadata_file) {
     std::string names;
     for (const auto& name : pushed->references) names += (names.empty() ? "" : ",") + name;
     const json metadata = {
@@ -199,7 +196,7 @@ int run_push(const GlobalOptions& global, const PushArgs& args) {
         {"containerimage.digest", pushed->manifest_digest.str()},
         {"image.name", names},
     };
-    if (auto written = write_and_commit(*metadata_file, metadata.dump(2) + "\n"); !written.ok()) {
+    if (auto written = write_and_commit(**metadata_file, metadata.dump(2) + "\n"); !written.ok()) {
       return fail(written.error().message);
     }
   }

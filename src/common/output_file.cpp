@@ -155,6 +155,13 @@ Result<void> OutputFile::commit() {
   return {};
 }
 
+Result<std::optional<OutputFile>> create_if_given(const std::string& dest) {
+  if (dest.empty()) return std::optional<OutputFile>();
+  auto created = OutputFile::create(dest);
+  if (!created) return created.error();
+  return std::optional<OutputFile>(std::move(created).value());
+}
+
 Result<void> write_and_commit(OutputFile& out, std::string_view text) {
   if (auto written = write_all(out.fd(), text.data(), text.size(), out.dest()); !written) return written;
   return out.commit();

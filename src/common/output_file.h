@@ -4,6 +4,7 @@
 // planted at or beside the name (a symlink, a device, a `NAME.partial`) is written through.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <sys/types.h>
@@ -58,6 +59,11 @@ class OutputFile {
   std::string temp_name_;  // the temporary's name in dir_; empty once renamed or removed
   UniqueFd file_;          // the temporary, open for writing
 };
+
+/// OutputFile::create(dest) for an optional flag (`--iidfile`): nullopt when `dest` is empty,
+/// the flag not given. Opened before the work whose result it takes, so that a destination
+/// that cannot be written fails first.
+Result<std::optional<OutputFile>> create_if_given(const std::string& dest);
 
 /// Writes all of `text` to `out` and commits it. Errors name `out.dest()`.
 Result<void> write_and_commit(OutputFile& out, std::string_view text);

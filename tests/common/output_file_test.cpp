@@ -90,6 +90,22 @@ TEST(OutputFile, ADirectoryThatTakesNoNewFileNamesTheDestination) {
       << out.error().message;
 }
 
+TEST(OutputFile, AnOptionalFlagNotGivenOpensNothingAndOneGivenIsChecked) {
+  auto absent = create_if_given("");
+  ASSERT_TRUE(absent.ok());
+  EXPECT_FALSE(absent->has_value());
+  testing::TempDir dir;
+  auto missing = create_if_given((dir.path() / "nope" / "iid").string());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().message, "invalid output path: directory \"" + (dir.path() / "nope").string() +
+                                         "\" does not exist");
+  auto given = create_if_given((dir.path() / "iid").string());
+  ASSERT_TRUE(given.ok());
+  ASSERT_TRUE(given->has_value());
+  ASSERT_TRUE(write_and_commit(**given, "sha256:x").ok());
+  EXPECT_EQ(testing::read_file(dir.path() / "iid"), "sha256:x");
+}
+
 TEST(OutputFile, EveryFailureLeavesNoTemporaryAndTheDestinationUntouched) {
   testing::TempDir dir;
   const fs::path dest = dir.path() / "out";
